@@ -1,0 +1,1 @@
+"""Pipelines (inference only), installed as hf_genzoo.pipelines."""
