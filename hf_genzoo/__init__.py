@@ -1,3 +1,21 @@
-"""hf_genzoo: generative models as diffusers-compatible building blocks."""
+"""hf_genzoo: classic and modern generative models as diffusers-compatible building blocks.
+
+`import hf_genzoo` before loading a saved hf_genzoo pipeline with diffusers: diffusers 0.42 resolves a
+component by importing the library named in `model_index.json` ("hf_genzoo") and reading the class and
+the base-class names (`ModelMixin`, `SchedulerMixin`, ...) from it, so they are bound here.
+"""
+
 __version__ = "0.1.0"
-from .pipelines import *  # noqa
+
+from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F401  (diffusers' loader)
+
+from .models import AutoencoderModel, DiagonalGaussian, VAEModel
+from .pipelines import AutoencoderPipeline, GenZooPipeline
+
+__all__ = [
+    "AutoencoderModel",
+    "AutoencoderPipeline",
+    "DiagonalGaussian",
+    "GenZooPipeline",
+    "VAEModel",
+]

@@ -1,1 +1,6 @@
-"""Pipelines (inference only), installed as hf_genzoo.pipelines."""
+"""Pipelines (inference only), one file per DiffusionPipeline subclass; installed as hf_genzoo.pipelines."""
+
+from .pipeline_autoencoder import AutoencoderPipeline
+from .pipeline_utils import GenZooPipeline
+
+__all__ = ["AutoencoderPipeline", "GenZooPipeline"]

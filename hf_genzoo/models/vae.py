@@ -1,0 +1,239 @@
+"""Variational autoencoder and β-VAE (Kingma & Welling 2014, arXiv:1312.6114; Higgins et al. 2017).
+
+Notation (../shared/EQUATIONS.md, "VAE"):
+    q_φ(z|x) = N(μ(x), diag σ²(x))      the encoder's posterior
+    p(z)     = N(0, I)                   the prior
+    p_θ(x|z)                             Gaussian N(x̂(z), cI) or Bernoulli(sigmoid(logits(z)))
+    ELBO     = E_q log p(x|z) − KL(q(z|x) ‖ p(z)) ≤ log p(x)
+    β-VAE    = E_q log p(x|z) − β KL(q(z|x) ‖ p(z))
+
+The class presents the interface diffusers pipelines call on a `vae`: `encode(x).latent_dist`
+(`sample`, `mode`, `kl`), `decode(z).sample`, `config.scaling_factor`, `config.latent_channels`
+and `config.block_out_channels`, so it can replace `AutoencoderKL` in a `StableDiffusionPipeline`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import DecoderOutput
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+import torch.nn.functional as F
+
+from .conv import ConvDecoder, ConvEncoder, check_images, check_latent_config
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class DiagonalGaussian:
+    """N(mean, diag exp(logvar)) over every non-batch dimension, for vector or spatial latents.
+
+    Quacks like diffusers' `DiagonalGaussianDistribution` (`sample(generator)`, `mode()`, `kl()`,
+    `nll(x)`, `mean`, `std`, `var`, `logvar`), which only handles 4-D tensors.
+    """
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
+        self.mean = mean
+        self.logvar = logvar.clamp(-30.0, 20.0)
+        self.std = torch.exp(0.5 * self.logvar)
+        self.var = torch.exp(self.logvar)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        # reparameterisation: z = μ + σ ⊙ ε, ε ~ N(0, I)   (EQUATIONS.md, VAE)
+        eps = randn_tensor(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * eps
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        """KL(q ‖ N(0, I)) = ½ Σ_j (μ_j² + σ_j² − 1 − ln σ_j²), one value per batch element."""
+        return 0.5 * (self.mean.pow(2) + self.var - 1.0 - self.logvar).flatten(1).sum(1)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """ln q(z), summed over the latent dimensions."""
+        return -0.5 * (LOG_2PI + self.logvar + (z - self.mean).pow(2) / self.var).flatten(1).sum(1)
+
+    def nll(self, z: torch.Tensor) -> torch.Tensor:
+        return -self.log_prob(z)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """ln p(z) for p = N(0, I), summed over the latent dimensions."""
+    return -0.5 * (LOG_2PI + z.pow(2)).flatten(1).sum(1)
+
+
+@dataclass
+class VAELossOutput(BaseOutput):
+    """Per-batch means of the loss terms, in nats per image except `loss`.
+
+    loss: the training objective, (reconstruction + β·KL) / D, with D the number of pixel values.
+    reconstruction: −E_q log p(x|z), estimated with one sample.
+    kl: KL(q(z|x) ‖ p(z)), closed form.
+    elbo: −(reconstruction + kl), the evidence lower bound (β = 1 whatever the training β).
+    """
+
+    loss: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+    elbo: torch.Tensor
+
+
+class VAEModel(ModelMixin, ConfigMixin):
+    r"""
+    A convolutional VAE / β-VAE.
+
+    Parameters:
+        in_channels (`int`, defaults to 3): image channels.
+        out_channels (`int`, defaults to 3): decoded channels (normally equal to `in_channels`).
+        block_out_channels (`tuple[int]`, defaults to `(32, 64, 128)`): widths of the encoder blocks; the
+            image is downsampled by `2 ** (len(block_out_channels) - 1)`.
+        layers_per_block (`int`, defaults to 1): residual blocks per width.
+        norm_num_groups (`int`, defaults to 8): GroupNorm groups (reduced to divide the width).
+        latent_channels (`int`, defaults to 4): channels of a spatial latent, or the size of a vector latent.
+        latent_type (`"spatial"` or `"vector"`, defaults to `"spatial"`): (C, h, w) latents (a latent-diffusion
+            first stage) or a flat vector (e.g. 2-D latents for plots; needs fixed `sample_size`).
+        sample_size (`int`, defaults to 32): the training resolution (fixed input size for vector latents).
+        likelihood (`"gaussian"` or `"bernoulli"`, defaults to `"gaussian"`): p(x|z). Gaussian N(x̂, cI) on
+            pixels in [-1, 1]; Bernoulli on pixel intensities (x + 1) / 2 ∈ [0, 1], decoder outputs logits.
+        gaussian_variance (`float`, defaults to 0.01): the fixed variance c of the Gaussian likelihood.
+        beta (`float`, defaults to 1.0): weight of the KL term (β-VAE when > 1).
+        scaling_factor (`float`, defaults to 1.0): latents are multiplied by it before a diffusion model sees
+            them (diffusers' convention); set it to 1 / std of the training latents after training.
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        block_out_channels: tuple[int, ...] = (32, 64, 128),
+        layers_per_block: int = 1,
+        norm_num_groups: int = 8,
+        latent_channels: int = 4,
+        latent_type: Literal["spatial", "vector"] = "spatial",
+        sample_size: int = 32,
+        likelihood: Literal["gaussian", "bernoulli"] = "gaussian",
+        gaussian_variance: float = 0.01,
+        beta: float = 1.0,
+        scaling_factor: float = 1.0,
+    ):
+        super().__init__()
+        check_latent_config(latent_type, block_out_channels, sample_size)
+        if likelihood not in ("gaussian", "bernoulli"):
+            raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {likelihood!r}")
+        if gaussian_variance <= 0:
+            raise ValueError(f"gaussian_variance must be > 0, got {gaussian_variance}")
+        if beta < 0:
+            raise ValueError(f"beta must be ≥ 0, got {beta}")
+        block_out_channels = tuple(block_out_channels)
+        shape_args = dict(
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            norm_num_groups=norm_num_groups,
+            latent_type=latent_type,
+            sample_size=sample_size,
+        )
+        # the encoder predicts (μ, ln σ²) stacked along the channel axis
+        self.encoder = ConvEncoder(in_channels, 2 * latent_channels, **shape_args)
+        self.decoder = ConvDecoder(latent_channels, out_channels, **shape_args)
+        self.scale_factor = 2 ** (len(block_out_channels) - 1)
+
+    # ---- diffusers' vae interface ------------------------------------------------------------------
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
+        """x (B, C, H, W) in [-1, 1] → `AutoencoderKLOutput(latent_dist=q(z|x))`."""
+        fixed = self.config.sample_size if self.config.latent_type == "vector" else None
+        check_images(x, self.config.in_channels, self.scale_factor, fixed)
+        moments = self.encoder(x)  # (B, 2·C_lat, h, w) or (B, 2·C_lat)
+        mean, logvar = moments.chunk(2, dim=1)
+        posterior = DiagonalGaussian(mean, logvar)
+        if not return_dict:
+            return (posterior,)
+        return AutoencoderKLOutput(latent_dist=posterior)
+
+    def decode(
+        self, z: torch.Tensor, return_dict: bool = True, generator: torch.Generator | None = None
+    ) -> DecoderOutput | tuple:
+        """z → `DecoderOutput(sample=x̂)`, x̂ in [-1, 1] units: the mean of p(x|z)."""
+        self._check_latents(z)
+        logits_or_mean = self.decoder(z)
+        image = self._likelihood_mean(logits_or_mean)
+        if not return_dict:
+            return (image,)
+        return DecoderOutput(sample=image)
+
+    def forward(
+        self, sample: torch.Tensor, sample_posterior: bool = False, generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> DecoderOutput | tuple:
+        """Reconstruct: decode(z) with z the posterior mode (or a posterior sample)."""
+        posterior = self.encode(sample).latent_dist
+        z = posterior.sample(generator) if sample_posterior else posterior.mode()
+        return self.decode(z, return_dict=return_dict)
+
+    # ---- the variational objective -----------------------------------------------------------------
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAELossOutput:
+        """The negative β-ELBO on a batch, with its terms (EQUATIONS.md, VAE and β-VAE)."""
+        posterior = self.encode(x).latent_dist
+        z = posterior.sample(generator)
+        reconstruction = -self.log_likelihood(x, self.decoder(z))  # −log p(x|z), (B,)
+        kl = posterior.kl()  # (B,)
+        num_dims = x[0].numel()
+        loss = (reconstruction + self.config.beta * kl).mean() / num_dims
+        return VAELossOutput(
+            loss=loss, reconstruction=reconstruction.mean(), kl=kl.mean(), elbo=-(reconstruction + kl).mean()
+        )
+
+    def log_likelihood(self, x: torch.Tensor, decoder_output: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per image, in nats, from the raw decoder output (mean, or logits for Bernoulli)."""
+        decoder_output = decoder_output.float()
+        x = x.float()
+        if self.config.likelihood == "bernoulli":
+            target = (x + 1) / 2  # intensities in [0, 1]
+            return -F.binary_cross_entropy_with_logits(decoder_output, target, reduction="none").flatten(1).sum(1)
+        # Gaussian N(x̂, cI): −log p = ½‖x − x̂‖²/c + (D/2) ln(2πc)
+        c = self.config.gaussian_variance
+        squared_error = (x - decoder_output).pow(2).flatten(1).sum(1)
+        return -0.5 * squared_error / c - 0.5 * x[0].numel() * (LOG_2PI + math.log(c))
+
+    def log_joint_terms(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """ln p(x|z) + ln p(z) per image, the numerator of the importance weights."""
+        return self.log_likelihood(x, self.decoder(z)) + standard_normal_log_prob(z)
+
+    # ---- helpers ----------------------------------------------------------------------------------
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one latent at the training resolution."""
+        if self.config.latent_type == "vector":
+            return (self.config.latent_channels,)
+        h = self.config.sample_size // self.scale_factor
+        return (self.config.latent_channels, h, h)
+
+    def sample_prior(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z ~ p(z) = N(0, I) at the training resolution."""
+        return randn_tensor((batch_size, *self.latent_shape), generator=generator, device=self.device, dtype=self.dtype)
+
+    def _likelihood_mean(self, decoder_output: torch.Tensor) -> torch.Tensor:
+        if self.config.likelihood == "bernoulli":
+            return 2 * torch.sigmoid(decoder_output) - 1  # E[x] under Bernoulli, back in [-1, 1] units
+        return decoder_output
+
+    def _check_latents(self, z: torch.Tensor) -> None:
+        c = self.config.latent_channels
+        if self.config.latent_type == "vector":
+            if z.ndim != 2 or z.shape[1] != c:
+                raise ValueError(f"expected vector latents of shape (batch, {c}), got {tuple(z.shape)}")
+        elif z.ndim != 4 or z.shape[1] != c:
+            raise ValueError(f"expected spatial latents of shape (batch, {c}, h, w), got {tuple(z.shape)}")

@@ -1,0 +1,149 @@
+"""AutoencoderPipeline: reconstruct, encode, decode, interpolate and sample with any model of the
+autoencoder family (`AutoencoderModel` in all its variants, `VAEModel`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+
+from hf_genzoo.models import AutoencoderModel, VAEModel
+
+from .pipeline_utils import GenZooPipeline, check_output_type, images_to_tensor
+
+
+class AutoencoderPipeline(GenZooPipeline):
+    r"""
+    Inference with an autoencoder or VAE.
+
+    Sampling (`__call__`) draws z from the VAE's prior N(0, I), or, for a deterministic autoencoder, from the
+    Gaussian fitted to its training latents (GLO; stored with the model), and decodes it.
+
+    Parameters:
+        model ([`AutoencoderModel`] or [`VAEModel`]): the trained model.
+    """
+
+    model_cpu_offload_seq = "model"
+    model_card_template = "autoencoder"
+    model_card_tags = ("autoencoder",)
+
+    def __init__(self, model: AutoencoderModel | VAEModel):
+        super().__init__()
+        if not isinstance(model, (AutoencoderModel, VAEModel)):
+            raise ValueError(f"model must be an AutoencoderModel or a VAEModel, got {type(model).__name__}")
+        self.register_modules(model=model)
+
+    # ---- building blocks -------------------------------------------------------------------------
+
+    def _to_tensor(self, images) -> torch.Tensor:
+        return images_to_tensor(images, self.model.config.in_channels, device=self.device, dtype=self.model.dtype)
+
+    @torch.no_grad()
+    def encode(self, images, sample_posterior: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images (PIL, numpy or tensors in [-1, 1]) → latents: z(x), or the VAE posterior's mean
+        (a posterior sample with `sample_posterior=True`)."""
+        x = self._to_tensor(images)
+        output = self.model.encode(x)
+        if isinstance(self.model, VAEModel):
+            posterior = output.latent_dist
+            return posterior.sample(generator) if sample_posterior else posterior.mode()
+        return output.latents
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, output_type: str = "pil", return_dict: bool = True):
+        """Latents → images (the mean of p(x|z) for a VAE)."""
+        check_output_type(output_type)
+        images = self.model.decode(latents.to(device=self.device, dtype=self.model.dtype)).sample
+        images = self.postprocess(images, output_type)
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    @torch.no_grad()
+    def reconstruct(self, images, output_type: str = "pil", return_dict: bool = True):
+        """decode(encode(x)), no corruption and no posterior sampling."""
+        return self.decode(self.encode(images), output_type=output_type, return_dict=return_dict)
+
+    @torch.no_grad()
+    def interpolate(
+        self,
+        a,
+        b,
+        num_steps: int = 8,
+        method: Literal["slerp", "linear"] = "slerp",
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        """Frames decoded along the path from z(a) to z(b), both ends included.
+
+        `a` and `b` are images (encoded first) or latent tensors of the model's latent shape. `"linear"`
+        is (1 − t) z_a + t z_b; `"slerp"` interpolates along the great circle around the prior's centre
+        (0 for the VAE, the fitted latent mean for an autoencoder), as suits Gaussian latents.
+        """
+        if num_steps < 2:
+            raise ValueError(f"num_steps must be ≥ 2 (both ends are included), got {num_steps}")
+        if method not in ("slerp", "linear"):
+            raise ValueError(f"method must be 'slerp' or 'linear', got {method!r}")
+        z_a, z_b = (self._as_latent(v) for v in (a, b))
+        center = torch.zeros_like(z_a)
+        if isinstance(self.model, AutoencoderModel) and self.model.latent_gaussian_fitted:
+            center = self.model.latent_mean.view_as(z_a[0])[None].to(z_a)
+        t = torch.linspace(0, 1, num_steps, device=z_a.device, dtype=torch.float32)
+        path = lerp(z_a - center, z_b - center, t) if method == "linear" else slerp(z_a - center, z_b - center, t)
+        return self.decode((path + center).to(self.model.dtype), output_type=output_type, return_dict=return_dict)
+
+    def _as_latent(self, value) -> torch.Tensor:
+        shape = tuple(self.model.latent_shape)
+        if isinstance(value, torch.Tensor) and tuple(value.shape[-len(shape):]) == shape and value.ndim in (len(shape), len(shape) + 1):
+            latent = value if value.ndim == len(shape) + 1 else value[None]
+        else:
+            latent = self.encode(value)
+        if latent.shape[0] != 1:
+            raise ValueError(f"interpolate takes one image or latent at each end, got a batch of {latent.shape[0]}")
+        return latent.float()
+
+    # ---- sampling --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Sample new images.
+
+        Args:
+            batch_size (`int`, defaults to 1): number of images.
+            generator (`torch.Generator`, *optional*): makes sampling deterministic.
+            output_type (`"pil" | "np" | "pt"`, defaults to `"pil"`): PIL images, a numpy array (B, H, W, C) in
+                [0, 1], or a tensor (B, C, H, W) in [0, 1].
+            return_dict (`bool`, defaults to `True`): an `ImagePipelineOutput` rather than a tuple.
+        """
+        # 1. validate
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        check_output_type(output_type)
+        # 2. latents from the prior (VAE) or the fitted latent Gaussian (autoencoders)
+        latents = self.model.sample_prior(batch_size, generator=generator)
+        # 3. decode
+        return self.decode(latents, output_type=output_type, return_dict=return_dict)
+
+
+def lerp(z_a: torch.Tensor, z_b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(1 − t) z_a + t z_b for each t: (1, ...) × (T,) → (T, ...)."""
+    t = t.view(-1, *([1] * (z_a.ndim - 1)))  # (T, 1, ...)
+    return (1 - t) * z_a + t * z_b
+
+
+def slerp(z_a: torch.Tensor, z_b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation sin((1−t)Ω)/sin Ω · z_a + sin(tΩ)/sin Ω · z_b, cos Ω = ẑ_a·ẑ_b (Shoemake 1985)."""
+    a, b = z_a.flatten(1), z_b.flatten(1)  # (1, d)
+    cos_omega = (a / a.norm(dim=1, keepdim=True) * b / b.norm(dim=1, keepdim=True)).sum(1).clamp(-1, 1)
+    omega = torch.arccos(cos_omega)  # (1,)
+    if omega.abs().item() < 1e-4:  # (anti-)parallel ends: the great circle is undefined, fall back to a line
+        return lerp(z_a, z_b, t)
+    t = t.view(-1, 1)  # (T, 1)
+    path = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)  # (T, d)
+    return path.view(-1, *z_a.shape[1:])  # (T, ...)
