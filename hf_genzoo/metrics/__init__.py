@@ -1,1 +1,19 @@
+"""What each model family is judged by (../shared/DESIGN.md, "Measured, not claimed")."""
 
+from .disentanglement import discrete_mutual_information, mutual_information_gap
+from .evaluate import encode_means, evaluate_autoencoder, shapes_sample_metrics
+from .likelihood import iwae_bound, vae_elbo
+from .reconstruction import mse, nats_to_bits_per_dim, psnr
+
+__all__ = [
+    "discrete_mutual_information",
+    "encode_means",
+    "evaluate_autoencoder",
+    "iwae_bound",
+    "mse",
+    "mutual_information_gap",
+    "nats_to_bits_per_dim",
+    "psnr",
+    "shapes_sample_metrics",
+    "vae_elbo",
+]

@@ -20,7 +20,8 @@ from typing import Literal
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput
-from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' loader looks it up in this module)
+from .modeling_utils import GenZooModelMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
@@ -49,7 +50,7 @@ class AutoencoderLossOutput(BaseOutput):
     sparsity: torch.Tensor
 
 
-class AutoencoderModel(ModelMixin, ConfigMixin):
+class AutoencoderModel(GenZooModelMixin, ConfigMixin):
     r"""
     A convolutional autoencoder; the variant is chosen by config.
 
@@ -145,8 +146,17 @@ class AutoencoderModel(ModelMixin, ConfigMixin):
         image = self.decoder(z)
         return DecoderOutput(sample=image) if return_dict else (image,)
 
-    def forward(self, sample: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple:
-        """Reconstruct the (uncorrupted) input."""
+    def forward(
+        self,
+        sample: torch.Tensor,
+        return_dict: bool = True,
+        return_loss: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> DecoderOutput | AutoencoderLossOutput | tuple:
+        """Reconstruct the (uncorrupted) input. With `return_loss=True`, the training loss instead (`loss`),
+        so that a DDP-wrapped model all-reduces its gradients."""
+        if return_loss:
+            return self.loss(sample, generator=generator)
         return self.decode(self.encode(sample).latents, return_dict=return_dict)
 
     # ---- training objective -----------------------------------------------------------------------

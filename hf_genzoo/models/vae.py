@@ -22,7 +22,8 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
-from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' loader looks it up in this module)
+from .modeling_utils import GenZooModelMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 import torch.nn.functional as F
@@ -86,7 +87,7 @@ class VAELossOutput(BaseOutput):
     elbo: torch.Tensor
 
 
-class VAEModel(ModelMixin, ConfigMixin):
+class VAEModel(GenZooModelMixin, ConfigMixin):
     r"""
     A convolutional VAE / β-VAE.
 
@@ -173,10 +174,17 @@ class VAEModel(ModelMixin, ConfigMixin):
         return DecoderOutput(sample=image)
 
     def forward(
-        self, sample: torch.Tensor, sample_posterior: bool = False, generator: torch.Generator | None = None,
+        self,
+        sample: torch.Tensor,
+        sample_posterior: bool = False,
+        generator: torch.Generator | None = None,
         return_dict: bool = True,
-    ) -> DecoderOutput | tuple:
-        """Reconstruct: decode(z) with z the posterior mode (or a posterior sample)."""
+        return_loss: bool = False,
+    ) -> DecoderOutput | VAELossOutput | tuple:
+        """Reconstruct: decode(z) with z the posterior mode (or a posterior sample). With `return_loss=True`,
+        the training loss instead (`loss`), so that a DDP-wrapped model all-reduces its gradients."""
+        if return_loss:
+            return self.loss(sample, generator=generator)
         posterior = self.encode(sample).latent_dist
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         return self.decode(z, return_dict=return_dict)

@@ -1,0 +1,93 @@
+"""The numbers the autoencoder family is judged by, computed at the end of training (metrics.json, model card)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import AutoencoderModel, VAEModel
+from .disentanglement import mutual_information_gap
+from .likelihood import iwae_bound, vae_elbo
+from .reconstruction import mse, nats_to_bits_per_dim, psnr
+
+
+def _batches(images: torch.Tensor, batch_size: int):
+    for start in range(0, len(images), batch_size):
+        yield images[start : start + batch_size]
+
+
+@torch.no_grad()
+def encode_means(model, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """z(x) for an autoencoder, the posterior mean for a VAE; (N, ...) on the CPU in float32."""
+    device, dtype = model.device, model.dtype
+    out = []
+    for batch in _batches(images, batch_size):
+        encoded = model.encode(batch.to(device, dtype))
+        out.append((encoded.latent_dist.mode() if isinstance(model, VAEModel) else encoded.latents).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate_autoencoder(
+    model: AutoencoderModel | VAEModel,
+    images: torch.Tensor,
+    *,
+    factors: torch.Tensor | None = None,
+    shapes_resolution: int | None = None,
+    num_generated: int = 1000,
+    iwae_samples: int = 64,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Held-out metrics for an autoencoder or VAE.
+
+    - every model: `mse`, `psnr` of reconstructions (no corruption, posterior mean for a VAE);
+    - VAE: `elbo_nats`, `iwae_nats` (k = `iwae_samples`), and both in bits/dim (`*_bpd`, as −bound / (D ln 2));
+    - `factors` (N, K) given: `mig` of the latent means against them;
+    - `shapes_resolution` given (shapes-world data): `oracle_validity` and `oracle_coverage` of `num_generated`
+      samples from the prior (VAE) or the fitted latent Gaussian (autoencoders).
+    """
+    model.eval()
+    device, dtype = model.device, model.dtype
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    num_dims = images[0].numel()
+    sums = {"mse": 0.0, "psnr": 0.0, "elbo_nats": 0.0, "iwae_nats": 0.0}
+    for batch in _batches(images, batch_size):
+        x = batch.to(device, dtype)
+        reconstruction = model(x).sample
+        sums["mse"] += mse(x, reconstruction).sum().item()
+        sums["psnr"] += psnr(x, reconstruction).sum().item()
+        if isinstance(model, VAEModel):
+            sums["elbo_nats"] += vae_elbo(model, x, generator).sum().item()
+            if iwae_samples:
+                sums["iwae_nats"] += iwae_bound(model, x, iwae_samples, generator).sum().item()
+    metrics = {"mse": sums["mse"] / len(images), "psnr": sums["psnr"] / len(images)}
+    if isinstance(model, VAEModel):
+        for key in ("elbo_nats", "iwae_nats") if iwae_samples else ("elbo_nats",):
+            metrics[key] = sums[key] / len(images)
+            metrics[key.replace("_nats", "_bpd")] = nats_to_bits_per_dim(-metrics[key], num_dims)
+        metrics["iwae_samples"] = iwae_samples
+    if factors is not None:
+        metrics["mig"] = mutual_information_gap(encode_means(model, images, batch_size).flatten(1).numpy(), factors)["mig"]
+    can_sample = isinstance(model, VAEModel) or model.latent_gaussian_fitted
+    if shapes_resolution is not None and can_sample and num_generated:
+        from ..data.shapes import ShapesOracle
+
+        samples = torch.cat(
+            [
+                model.decode(model.sample_prior(len(chunk), generator=generator).to(device)).sample.float().cpu()
+                for chunk in _batches(torch.empty(num_generated), batch_size)
+            ]
+        )
+        metrics.update(shapes_sample_metrics(samples.clamp(-1, 1), ShapesOracle(shapes_resolution)))
+    return metrics
+
+
+def shapes_sample_metrics(samples: torch.Tensor, oracle) -> dict[str, float]:
+    """Oracle validity (fraction of valid scenes) and coverage (fraction of (shape, colour) pairs seen among
+    the valid samples' objects) of generated shapes-world images (B, 3, H, W) in [-1, 1]."""
+    from ..data.shapes import PALETTE, SHAPES
+
+    readings = oracle.read_batch(samples)
+    valid = [r for r in readings if r["valid"]]
+    seen = {(o["shape"], o["color"]) for r in valid for o in r["objects"]}
+    return {"oracle_validity": len(valid) / len(readings), "oracle_coverage": len(seen) / (len(SHAPES) * len(PALETTE))}

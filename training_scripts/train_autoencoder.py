@@ -1,0 +1,433 @@
+#!/usr/bin/env python
+"""Train an autoencoder, denoising / sparse / masked autoencoder, or (β-)VAE with 🤗 Accelerate.
+
+    accelerate launch training_scripts/train_autoencoder.py --model vae --output_dir shapes-vae
+    python training_scripts/train_autoencoder.py --model masked_ae --dataset_name path/to/images
+
+The output folder is a saved `AutoencoderPipeline` (model_index.json, model/ with safetensors weights and
+config) plus README.md (model card), samples.png, metrics.json; `checkpoint-*` folders (accelerate's
+`save_state`) beside them allow `--resume_from_checkpoint latest`.
+
+Data order is a pure function of (seed, epoch), and the noise of each step of (seed, step, rank), so a run
+resumed from a checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel
+from hf_genzoo.data import load_image_dataset
+from hf_genzoo.hub import write_model_card
+from hf_genzoo.metrics import encode_means, evaluate_autoencoder
+from hf_genzoo.utils import image_grid, save_atomically
+
+logger = get_logger(__name__, log_level="INFO")
+
+# --model → (model class, config overrides); every other hyperparameter comes from the flags
+MODEL_VARIANTS = {
+    "ae": (AutoencoderModel, {"corruption": "none"}),
+    "denoising_ae": (AutoencoderModel, {"corruption": "gaussian"}),
+    "sparse_ae": (AutoencoderModel, {"corruption": "none"}),
+    "masked_ae": (AutoencoderModel, {"corruption": "patch_mask"}),
+    "vae": (VAEModel, {}),
+}
+SHAPES_FACTORS = ("shape_0", "color_0", "size_0", "x_0", "y_0", "angle_0")
+DSPRITES_FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss stopped being finite; nothing was saved for the failing step."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, choices=sorted(MODEL_VARIANTS), help="which member of the family")
+    # data
+    parser.add_argument("--dataset_name", default="shapes", help="'shapes', 'dsprites', a Hub dataset id, an image folder or a parquet file")
+    parser.add_argument("--train_split", default="train")
+    parser.add_argument("--eval_split", default="test", help="held-out split for the metrics")
+    parser.add_argument("--image_column", default=None)
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--num_channels", type=int, default=3, choices=(1, 3))
+    parser.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--random_flip", action="store_true")
+    parser.add_argument("--max_train_samples", type=int, default=None)
+    parser.add_argument("--max_eval_samples", type=int, default=1000)
+    parser.add_argument("--num_shapes", type=int, default=1, choices=(1, 2), help="shapes per scene in the shapes world")
+    # model
+    parser.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--layers_per_block", type=int, default=1)
+    parser.add_argument("--latent_channels", type=int, default=16)
+    parser.add_argument("--latent_type", choices=("spatial", "vector"), default="vector")
+    parser.add_argument("--beta", type=float, default=1.0, help="KL weight (β-VAE when > 1)")
+    parser.add_argument("--likelihood", choices=("gaussian", "bernoulli"), default="gaussian")
+    parser.add_argument("--gaussian_variance", type=float, default=0.01, help="c in N(x̂, cI)")
+    parser.add_argument("--noise_std", type=float, default=0.2, help="σ of the denoising AE's Gaussian noise")
+    parser.add_argument("--corruption", choices=("gaussian", "dropout"), default=None, help="denoising_ae corruption")
+    parser.add_argument("--drop_prob", type=float, default=0.25)
+    parser.add_argument("--mask_ratio", type=float, default=0.75)
+    parser.add_argument("--patch_size", type=int, default=4)
+    parser.add_argument("--sparsity_weight", type=float, default=None, help="λ (default 1e-3 for sparse_ae, else 0)")
+    # optimisation
+    parser.add_argument("--train_batch_size", type=int, default=64, help="per process")
+    parser.add_argument("--num_epochs", type=int, default=10)
+    parser.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_epochs")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--lr_scheduler", default="cosine", choices=("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"))
+    parser.add_argument("--lr_warmup_steps", type=int, default=100)
+    parser.add_argument("--adam_beta1", type=float, default=0.9)
+    parser.add_argument("--adam_beta2", type=float, default=0.999)
+    parser.add_argument("--adam_weight_decay", type=float, default=0.0)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None, help="default: accelerate config")
+    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--use_ema", action="store_true")
+    parser.add_argument("--ema_decay", type=float, default=0.999)
+    parser.add_argument("--seed", type=int, default=0)
+    # checkpoints, logging, outputs
+    parser.add_argument("--output_dir", default="shapes-vae")
+    parser.add_argument("--checkpointing_steps", type=int, default=500)
+    parser.add_argument("--checkpoints_total_limit", type=int, default=2)
+    parser.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
+    parser.add_argument("--validation_steps", type=int, default=500, help="save a reconstruction/sample grid every N steps")
+    parser.add_argument("--report_to", default="none", help="accelerate trackers: tensorboard, wandb, all, none")
+    parser.add_argument("--logging_dir", default="logs")
+    parser.add_argument("--num_generated", type=int, default=1000, help="samples judged by the shapes oracle")
+    parser.add_argument("--iwae_samples", type=int, default=64, help="k of the importance-weighted bound (0: skip)")
+    parser.add_argument("--push_to_hub", action="store_true")
+    parser.add_argument("--hub_model_id", default=None)
+    parser.add_argument("--hub_token", default=None)
+    args = parser.parse_args(argv)
+
+    if args.sparsity_weight is None:
+        args.sparsity_weight = 1e-3 if args.model == "sparse_ae" else 0.0
+    if args.corruption is not None and args.model != "denoising_ae":
+        parser.error("--corruption applies to --model denoising_ae only")
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/shapes-vae)")
+    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "num_epochs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")
+    return args
+
+
+def build_model(args) -> AutoencoderModel | VAEModel:
+    model_cls, overrides = MODEL_VARIANTS[args.model]
+    config = dict(
+        in_channels=args.num_channels,
+        out_channels=args.num_channels,
+        block_out_channels=tuple(args.block_out_channels),
+        layers_per_block=args.layers_per_block,
+        latent_channels=args.latent_channels,
+        latent_type=args.latent_type,
+        sample_size=args.resolution,
+    )
+    if model_cls is VAEModel:
+        config.update(beta=args.beta, likelihood=args.likelihood, gaussian_variance=args.gaussian_variance)
+    else:
+        config.update(
+            noise_std=args.noise_std,
+            drop_prob=args.drop_prob,
+            mask_ratio=args.mask_ratio,
+            patch_size=args.patch_size,
+            sparsity_weight=args.sparsity_weight,
+        )
+        config.update(overrides)
+        if args.model == "denoising_ae" and args.corruption:
+            config["corruption"] = args.corruption
+    return model_cls(**config)
+
+
+def load_split(args, split: str, max_samples: int | None):
+    """The split preprocessed once: (pixel_values (N, C, H, W) in [-1, 1], factors (N, K) or None)."""
+    dataset = load_image_dataset(
+        args.dataset_name,
+        split=split,
+        resolution=args.resolution,
+        num_channels=args.num_channels,
+        center_crop=args.center_crop,
+        random_flip=args.random_flip,
+        image_column=args.image_column,
+        max_samples=max_samples,
+        seed=args.seed,
+        **({"num_shapes": args.num_shapes} if args.dataset_name == "shapes" else {}),
+    )
+    pixel_values = dataset["pixel_values"]
+    factor_names = {"shapes": SHAPES_FACTORS, "dsprites": DSPRITES_FACTORS}.get(args.dataset_name)
+    factors = torch.stack([dataset[name] for name in factor_names], dim=1) if factor_names else None
+    return pixel_values, factors
+
+
+def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same batches."""
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def find_checkpoint(output_dir: str, name: str) -> str | None:
+    if name != "latest":
+        return name if os.path.isdir(name) else os.path.join(output_dir, name)
+    steps = sorted(
+        int(d.split("-")[1]) for d in os.listdir(output_dir) if d.startswith("checkpoint-") and d.split("-")[1].isdigit()
+    ) if os.path.isdir(output_dir) else []
+    return os.path.join(output_dir, f"checkpoint-{steps[-1]}") if steps else None
+
+
+def save_checkpoint(accelerator: Accelerator, args, global_step: int) -> None:
+    """`save_state` into a temporary folder renamed into place, so a kill never leaves a half checkpoint."""
+    final = os.path.join(args.output_dir, f"checkpoint-{global_step}")
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.save_state(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    existing = sorted(
+        (int(d.split("-")[1]), d) for d in os.listdir(args.output_dir) if d.startswith("checkpoint-") and d.split("-")[1].isdigit()
+    )
+    for _, name in existing[: max(0, len(existing) - args.checkpoints_total_limit)]:
+        shutil.rmtree(os.path.join(args.output_dir, name), ignore_errors=True)
+    logger.info(f"saved {final}")
+
+
+@torch.no_grad()
+def validation_grid(model, images: torch.Tensor, generator_seed: int, num_samples: int = 16):
+    """Top: held-out images; middle: their reconstructions; bottom: samples (if the model can sample)."""
+    model.eval()
+    x = images.to(model.device, model.dtype)
+    rows = [x.float().cpu(), model(x).sample.float().cpu()]
+    if isinstance(model, VAEModel) or model.latent_gaussian_fitted:
+        z = model.sample_prior(num_samples, generator=torch.Generator().manual_seed(generator_seed))
+        rows.append(model.decode(z.to(model.device)).sample.float().cpu())
+    model.train()
+    return image_grid(torch.cat(rows), nrow=len(images))
+
+
+def main(args: argparse.Namespace) -> str:
+    logging_dir = os.path.join(args.output_dir, args.logging_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+
+    # 1. data, preprocessed once into tensors (resize/crop/normalise happen here, not per step)
+    train_images, _ = load_split(args, args.train_split, args.max_train_samples)
+    try:
+        eval_images, eval_factors = load_split(args, args.eval_split, args.max_eval_samples)
+    except (ValueError, KeyError) as error:  # no held-out split in the dataset: hold out the last images
+        num_eval = min(args.max_eval_samples or 1000, len(train_images) // 10)
+        logger.warning(f"no {args.eval_split!r} split ({error}); holding out the last {num_eval} training images")
+        eval_images, eval_factors = train_images[-num_eval:], None
+        train_images = train_images[:-num_eval]
+    num_train = len(train_images)
+    global_batch = args.train_batch_size * accelerator.num_processes
+    batches_per_epoch = num_train // global_batch
+    if batches_per_epoch < 1:
+        raise ValueError(f"{num_train} training images are fewer than one global batch of {global_batch}")
+    steps_per_epoch = batches_per_epoch // args.gradient_accumulation_steps
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"an epoch of {batches_per_epoch} batches is shorter than --gradient_accumulation_steps "
+            f"{args.gradient_accumulation_steps}"
+        )
+    batches_per_epoch = steps_per_epoch * args.gradient_accumulation_steps  # epochs end on an optimiser step
+    max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
+
+    # 2. model, optimiser, schedule, EMA
+    model = build_model(args)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+    )
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=args.ema_decay)
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    if accelerator.is_main_process and args.report_to != "none":
+        accelerator.init_trackers("train_autoencoder", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+
+    # 3. resume
+    global_step = 0
+    if args.resume_from_checkpoint:
+        path = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+        if path is None:
+            logger.info(f"no checkpoint in {args.output_dir}; starting from scratch")
+        elif not os.path.isdir(path):
+            raise ValueError(f"checkpoint {path} does not exist")
+        else:
+            accelerator.load_state(path)
+            global_step = int(os.path.basename(path.rstrip("/")).split("-")[1])
+            logger.info(f"resumed from {path} at step {global_step}")
+
+    logger.info(f"{num_train} training images, {global_batch} per step on {accelerator.num_processes} process(es), {max_train_steps} steps")
+    progress = tqdm(range(max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
+    unwrapped = accelerator.unwrap_model(model)
+    grid_images = eval_images[:8]
+    last_good_checkpoint = find_checkpoint(args.output_dir, "latest") if accelerator.is_main_process else None
+    start_time = time.perf_counter()
+    model.train()
+
+    # 4. the loop: one optimiser step = gradient_accumulation_steps micro-batches of the global batch
+    while global_step < max_train_steps:
+        micro_index = global_step * args.gradient_accumulation_steps
+        epoch, batch_in_epoch = divmod(micro_index, batches_per_epoch)
+        order = epoch_permutation(num_train, args.seed, epoch)
+        for b in range(batch_in_epoch, batches_per_epoch):
+            global_indices = order[b * global_batch : (b + 1) * global_batch]
+            indices = global_indices[accelerator.process_index :: accelerator.num_processes]  # this rank's share
+            x = train_images[indices].to(accelerator.device)
+            if args.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            noise = torch.Generator().manual_seed((args.seed * 1_000_003 + micro_index) * 64 + accelerator.process_index)
+            micro_index += 1
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    out = model(x, return_loss=True, generator=noise)
+                if not torch.isfinite(out.loss):
+                    raise TrainingDivergedError(
+                        f"loss became {out.loss.item()} at step {global_step + 1}; nothing was saved for this step. "
+                        f"The last good checkpoint is {last_good_checkpoint or '(none yet)'}: lower --learning_rate and "
+                        f"resume with --resume_from_checkpoint latest"
+                    )
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.step(unwrapped.parameters())
+            global_step += 1
+            progress.update(1)
+            terms = {k: round(v.item(), 4) for k, v in out.items()}
+            progress.set_postfix(**terms)
+            accelerator.log({**terms, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+
+            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
+                if accelerator.is_main_process:
+                    save_checkpoint(accelerator, args, global_step)
+                    last_good_checkpoint = os.path.join(args.output_dir, f"checkpoint-{global_step}")
+            if accelerator.is_main_process and global_step % args.validation_steps == 0:
+                grid = validation_grid(unwrapped, grid_images, args.seed)
+                os.makedirs(os.path.join(args.output_dir, "validation"), exist_ok=True)
+                grid.save(os.path.join(args.output_dir, "validation", f"step-{global_step:06d}.png"))
+            if global_step >= max_train_steps:
+                break
+    train_seconds = time.perf_counter() - start_time
+    accelerator.wait_for_everyone()
+
+    # 5. finish on the main process: EMA weights, sampling distribution, metrics, the saved folder
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.copy_to(unwrapped.parameters())
+        final_model = unwrapped.to(memory_format=torch.contiguous_format).eval()
+        train_latents = encode_means(final_model, train_images[:10_000])
+        if isinstance(final_model, AutoencoderModel):
+            final_model.fit_latent_gaussian(train_latents)  # GLO sampling (Bojanowski et al. 2017)
+        else:
+            final_model.register_to_config(scaling_factor=float(1.0 / train_latents.std().clamp_min(1e-6)))
+        metrics = evaluate_autoencoder(
+            final_model,
+            eval_images,
+            factors=eval_factors if isinstance(final_model, VAEModel) else None,
+            shapes_resolution=args.resolution if args.dataset_name == "shapes" else None,
+            num_generated=args.num_generated,
+            iwae_samples=args.iwae_samples,
+            seed=args.seed,
+        )
+        metrics.update(train_steps=global_step, train_seconds=round(train_seconds, 1))
+        logger.info(f"metrics: {json.dumps(metrics)}")
+        save_model_folder(args, final_model, metrics, validation_grid(final_model, grid_images, args.seed, num_samples=64))
+        if args.push_to_hub:
+            from huggingface_hub import create_repo, upload_folder
+
+            create_repo(args.hub_model_id, exist_ok=True, token=args.hub_token)
+            upload_folder(
+                repo_id=args.hub_model_id,
+                folder_path=args.output_dir,
+                commit_message=f"{args.model} trained for {global_step} steps",
+                ignore_patterns=["checkpoint-*", "checkpoint-*/**", f"{args.logging_dir}/**", "validation/**", ".staging*"],
+                token=args.hub_token,
+            )
+    accelerator.end_training()
+    return args.output_dir
+
+
+def save_model_folder(args, model, metrics: dict, grid) -> None:
+    """Write the pipeline, model card, sample grid and metrics into a staging folder, then move each entry
+    into `output_dir` (model_index.json last): a kill mid-way never leaves a half-written model folder."""
+    staging = os.path.join(args.output_dir, ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    AutoencoderPipeline(model=model).save_pretrained(staging)
+    grid.save(os.path.join(staging, "samples.png"))
+    with open(os.path.join(staging, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    command = "accelerate launch training_scripts/train_autoencoder.py " + " ".join(sys.argv[1:])
+    write_model_card(
+        staging,
+        "autoencoder",
+        model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+        repo_id=args.hub_model_id or args.output_dir,
+        pipeline_class="AutoencoderPipeline",
+        model_class=type(model).__name__,
+        tags=["autoencoder", args.model, "unconditional-image-generation"],
+        datasets=[] if args.dataset_name in ("shapes", "dsprites") or os.path.exists(args.dataset_name) else [args.dataset_name],
+        dataset_name=args.dataset_name,
+        dataset_description=_describe_dataset(args),
+        metrics=metrics,
+        sample_grid="samples.png",
+        training_command=command,
+    )
+    save_atomically(staging, args.output_dir, last="model_index.json")
+
+
+def _describe_dataset(args) -> str:
+    if args.dataset_name == "shapes":
+        return f"the hf_genzoo shapes world ({args.resolution}×{args.resolution}, {args.num_shapes} shape(s) per image)"
+    if args.dataset_name == "dsprites":
+        return "the dSprites factor grid, regenerated by hf_genzoo (not the original archive)"
+    return f"`{args.dataset_name}` at {args.resolution}×{args.resolution}"
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_args())
+    except TrainingDivergedError as error:
+        sys.exit(f"error: {error}")
