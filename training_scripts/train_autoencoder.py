@@ -218,6 +218,23 @@ def validation_grid(model, images: torch.Tensor, generator_seed: int, num_sample
     return image_grid(torch.cat(rows), nrow=len(images))
 
 
+def training_step(accelerator, model, optimizer, lr_scheduler, x, generator, max_grad_norm: float):
+    """One micro-batch: loss under autocast, backward, and (on accumulation boundaries) the optimiser step.
+    Returns the loss terms, or None (before any update) when the loss is not finite."""
+    with accelerator.accumulate(model):
+        with accelerator.autocast():
+            out = model(x, return_loss=True, generator=generator)
+        if not torch.isfinite(out.loss):
+            return None
+        accelerator.backward(out.loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return out
+
+
 def main(args: argparse.Namespace) -> str:
     logging_dir = os.path.join(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
@@ -313,21 +330,13 @@ def main(args: argparse.Namespace) -> str:
                 x = x.contiguous(memory_format=torch.channels_last)
             noise = torch.Generator().manual_seed((args.seed * 1_000_003 + micro_index) * 64 + accelerator.process_index)
             micro_index += 1
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    out = model(x, return_loss=True, generator=noise)
-                if not torch.isfinite(out.loss):
-                    raise TrainingDivergedError(
-                        f"loss became {out.loss.item()} at step {global_step + 1}; nothing was saved for this step. "
-                        f"The last good checkpoint is {last_good_checkpoint or '(none yet)'}: lower --learning_rate and "
-                        f"resume with --resume_from_checkpoint latest"
-                    )
-                accelerator.backward(out.loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+            out = training_step(accelerator, model, optimizer, lr_scheduler, x, noise, args.max_grad_norm)
+            if out is None:
+                raise TrainingDivergedError(
+                    f"the loss stopped being finite at step {global_step + 1}; nothing was saved for this step. "
+                    f"The last good checkpoint is {last_good_checkpoint or '(none yet)'}: lower --learning_rate and "
+                    f"resume with --resume_from_checkpoint latest"
+                )
 
             if not accelerator.sync_gradients:
                 continue

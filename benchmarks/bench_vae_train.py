@@ -1,0 +1,118 @@
+"""VAE training throughput: the step as train_autoencoder.py runs it against a plain fp32 PyTorch loop.
+
+Same model config, same batch size, same process, interleaved rounds:
+
+- reference: fp32, contiguous tensors, images converted from PIL by a per-step transform in a DataLoader
+  (the way a plain PyTorch loop, and diffusers' unconditional example, feed a model);
+- ours: `training_step` from training_scripts/train_autoencoder.py under `Accelerator(mixed_precision=...)`
+  (bf16 autocast on the CPU), channels-last, data preprocessed once into one tensor.
+
+    python benchmarks/bench_vae_train.py --steps 30 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+
+from hf_genzoo.data import load_image_dataset, make_shapes_dataset
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_training_script():
+    path = os.path.join(HERE, "..", "training_scripts", "train_autoencoder.py")
+    spec = importlib.util.spec_from_file_location("train_autoencoder", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def reference_rounds(model, dataset, batch_size: int, steps: int, lr: float) -> float:
+    """A plain fp32 loop: per-step PIL → tensor transform, no autocast, contiguous memory. Returns images/s."""
+
+    def collate(rows):
+        images = [np.asarray(row["image"].convert("RGB"), dtype=np.float32) / 127.5 - 1 for row in rows]
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate, drop_last=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    batches = iter(loader)
+    start = time.perf_counter()
+    for step in range(steps):
+        x = next(batches)
+        loss = model.loss(x, generator=torch.Generator().manual_seed(step)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: int, mixed_precision: str) -> float:
+    accelerator = Accelerator(mixed_precision=mixed_precision)
+    model = script.build_model(args_ns).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args_ns.learning_rate)
+    lr_scheduler = get_scheduler("constant", optimizer=optimizer)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    model.train()
+    order = torch.randperm(len(images))
+    start = time.perf_counter()
+    for step in range(steps):
+        x = images[order[step * batch_size : (step + 1) * batch_size]].contiguous(memory_format=torch.channels_last)
+        script.training_step(accelerator, model, optimizer, lr_scheduler, x, torch.Generator().manual_seed(step), 1.0)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--mixed_precision", default="bf16", choices=("no", "bf16", "fp16"))
+    parser.add_argument("--output", default=None, help="write the result as JSON here")
+    args = parser.parse_args()
+
+    script = load_training_script()
+    script_args = script.parse_args(["--model", "vae", "--resolution", str(args.resolution)])
+    num_images = args.steps * args.batch_size
+    raw = make_shapes_dataset(num_samples=num_images, resolution=args.resolution, seed=0)
+    images = load_image_dataset("shapes", resolution=args.resolution, num_samples=num_images)["pixel_values"]
+
+    # warm-up of both paths (allocator, autocast kernels), then interleaved timed rounds
+    torch.manual_seed(0)
+    reference_rounds(script.build_model(script_args), raw, args.batch_size, 3, script_args.learning_rate)
+    our_rounds(script, script_args, images, args.batch_size, 3, args.mixed_precision)
+    reference, ours = [], []
+    for _ in range(args.rounds):
+        torch.manual_seed(0)
+        reference.append(reference_rounds(script.build_model(script_args), raw, args.batch_size, args.steps, script_args.learning_rate))
+        torch.manual_seed(0)
+        ours.append(our_rounds(script, script_args, images, args.batch_size, args.steps, args.mixed_precision))
+    result = {
+        "model": "VAEModel " + str(script.build_model(script_args).config.block_out_channels),
+        "batch_size": args.batch_size,
+        "resolution": args.resolution,
+        "threads": torch.get_num_threads(),
+        "reference_fp32_images_per_s": round(float(np.median(reference)), 1),
+        f"ours_{args.mixed_precision}_images_per_s": round(float(np.median(ours)), 1),
+        "speedup": round(float(np.median(ours) / np.median(reference)), 2),
+    }
+    print(json.dumps(result, indent=2))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

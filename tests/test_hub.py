@@ -1,0 +1,47 @@
+"""The Hub round trip of our models and pipeline through the real huggingface_hub client, against the loopback
+Hub-API server of tests/hub_server.py (no mocks of our code)."""
+
+import pytest
+import torch
+from huggingface_hub.errors import RepositoryNotFoundError
+
+from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel
+
+TINY = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, sample_size=16)
+
+
+def test_pipeline_push_and_load_by_repo_id(hub, hub_cache):
+    torch.manual_seed(0)
+    pipe = AutoencoderPipeline(model=VAEModel(**TINY, latent_channels=2, latent_type="vector"))
+    pipe.push_to_hub("genzoo-tests/tiny-vae")
+    files = set(hub.list_files("genzoo-tests/tiny-vae"))
+    assert {"model_index.json", "README.md", "model/config.json", "model/diffusion_pytorch_model.safetensors"} <= files
+    assert "library_name: hf_genzoo" in hub.read_file("genzoo-tests/tiny-vae", "README.md").decode()
+
+    loaded = AutoencoderPipeline.from_pretrained("genzoo-tests/tiny-vae")
+    assert isinstance(loaded.model, VAEModel)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.testing.assert_close(loaded.reconstruct(x, output_type="pt").images, pipe.reconstruct(x, output_type="pt").images)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    torch.testing.assert_close(loaded(2, g(), output_type="pt").images, pipe(2, g(), output_type="pt").images)
+
+
+def test_model_push_and_load_by_repo_id_keeps_fitted_gaussian(hub, hub_cache):
+    model = AutoencoderModel(**TINY, latent_channels=3, latent_type="vector")
+    model.fit_latent_gaussian(torch.randn(100, 3) * 2 + 1)
+    model.push_to_hub("genzoo-tests/tiny-ae")
+    loaded = AutoencoderModel.from_pretrained("genzoo-tests/tiny-ae")
+    torch.testing.assert_close(loaded.latent_scale, model.latent_scale)
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_save_pretrained_push_to_hub_flag_uploads_the_folder(hub, hub_cache, tmp_path):
+    pipe = AutoencoderPipeline(model=AutoencoderModel(**TINY))
+    pipe.save_pretrained(tmp_path / "folder", push_to_hub=True, repo_id="genzoo-tests/flag")
+    assert "model_index.json" in hub.list_files("genzoo-tests/flag")
+
+
+def test_unknown_repo_is_a_clear_error(hub, hub_cache):
+    with pytest.raises(RepositoryNotFoundError):
+        AutoencoderPipeline.from_pretrained("genzoo-tests/does-not-exist")
