@@ -87,7 +87,7 @@ def main():
     script_args = script.parse_args(["--model", "vae", "--resolution", str(args.resolution)])
     num_images = args.steps * args.batch_size
     raw = make_shapes_dataset(num_samples=num_images, resolution=args.resolution, seed=0)
-    images = load_image_dataset("shapes", resolution=args.resolution, num_samples=num_images)["pixel_values"]
+    images = load_image_dataset("shapes", resolution=args.resolution, num_samples=num_images)[:]["pixel_values"]
 
     # warm-up of both paths (allocator, autocast kernels), then interleaved timed rounds
     torch.manual_seed(0)

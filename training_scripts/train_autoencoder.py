@@ -169,10 +169,10 @@ def load_split(args, split: str, max_samples: int | None):
         seed=args.seed,
         **({"num_shapes": args.num_shapes} if args.dataset_name == "shapes" else {}),
     )
-    pixel_values = dataset["pixel_values"]
-    factor_names = {"shapes": SHAPES_FACTORS, "dsprites": DSPRITES_FACTORS}.get(args.dataset_name)
-    factors = torch.stack([dataset[name] for name in factor_names], dim=1) if factor_names else None
-    return pixel_values, factors
+    factor_names = {"shapes": SHAPES_FACTORS, "dsprites": DSPRITES_FACTORS}.get(args.dataset_name, ())
+    columns = dataset.select_columns(["pixel_values", *factor_names])[:]  # one read into tensors
+    factors = torch.stack([columns[name] for name in factor_names], dim=1) if factor_names else None
+    return columns["pixel_values"], factors
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:

@@ -37,7 +37,7 @@ MAX_FULL_COVARIANCE_DIMS = 4096
 class AutoencoderOutput(BaseOutput):
     """latents: the code z(x), (B, C, h, w) or (B, C)."""
 
-    latents: torch.Tensor
+    latents: torch.Tensor = None
 
 
 @dataclass
@@ -45,9 +45,9 @@ class AutoencoderLossOutput(BaseOutput):
     """loss: (Σ‖y − x‖² + λ Σ_k |z_k|) / D averaged over the batch; reconstruction: the MSE per pixel value;
     sparsity: Σ_k |z_k| per image."""
 
-    loss: torch.Tensor
-    reconstruction: torch.Tensor
-    sparsity: torch.Tensor
+    loss: torch.Tensor = None
+    reconstruction: torch.Tensor = None
+    sparsity: torch.Tensor = None
 
 
 class AutoencoderModel(GenZooModelMixin, ConfigMixin):

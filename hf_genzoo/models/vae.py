@@ -81,10 +81,10 @@ class VAELossOutput(BaseOutput):
     elbo: −(reconstruction + kl), the evidence lower bound (β = 1 whatever the training β).
     """
 
-    loss: torch.Tensor
-    reconstruction: torch.Tensor
-    kl: torch.Tensor
-    elbo: torch.Tensor
+    loss: torch.Tensor = None
+    reconstruction: torch.Tensor = None
+    kl: torch.Tensor = None
+    elbo: torch.Tensor = None
 
 
 class VAEModel(GenZooModelMixin, ConfigMixin):

@@ -1,0 +1,203 @@
+"""One loader for every image dataset the training scripts read: the shapes world, local folders, parquet, the Hub."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from .shapes import make_shapes_dataset
+
+__all__ = ["load_image_dataset", "SHAPES_SPLIT_SEED_OFFSET"]
+
+SHAPES_SPLIT_SEED_OFFSET = 1_000_003  # the shapes "test" split is drawn with seed + this offset
+_SHAPES_DEFAULT_SIZES = {"train": 10000, "test": 2000}
+_IMAGE_COLUMN_NAMES = ("image", "img")
+_FILE_SUFFIXES = (".parquet", ".png", ".jpg", ".jpeg", ".arrow", ".csv", ".json", ".jsonl")
+
+
+def load_image_dataset(
+    name_or_path: str | datasets.Dataset | datasets.DatasetDict = "shapes",
+    split: str = "train",
+    resolution: int = 32,
+    num_channels: int = 3,
+    center_crop: bool = True,
+    random_flip: bool = False,
+    image_column: str | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
+    **shapes_kwargs,
+) -> datasets.Dataset:
+    """Load an image dataset and preprocess it once into ``pixel_values`` in [-1, 1].
+
+    Sources, by ``name_or_path``:
+
+    - ``"shapes"``: ``make_shapes_dataset`` at ``resolution`` (``shapes_kwargs`` go to it, e.g.
+      ``num_shapes=(1, 2)``, ``config="edits"``, ``num_samples``; 10,000 train / 2,000 test rows by
+      default). The test split is drawn with ``seed + 1_000_003``.
+    - ``"dsprites"``: the regenerated dSprites config (64x64, resized to ``resolution``).
+    - a local folder of images: ``load_dataset("imagefolder", data_dir=...)``.
+    - a ``.parquet`` file, or a folder holding parquet files: ``load_dataset("parquet", ...)``. A single
+      file is the ``"train"`` split; in a folder, files named ``train*`` / ``test*`` (the Hub's
+      conventions) make the splits, and anything else is ``"train"``.
+    - a ``datasets.Dataset`` (used as is) or ``DatasetDict`` (``split`` selects).
+    - anything else: a Hub dataset id, ``load_dataset(name_or_path, split=split)``.
+
+    Preprocessing (one batched ``map``): convert to ``num_channels`` (1: grayscale "L", 3: "RGB"),
+    resize the shorter side to ``resolution`` (bilinear, antialiased), crop to a square (centre, or
+    seeded random when ``center_crop=False``), flip half of the images left-right (seeded) when
+    ``random_flip``, and scale to float32 in [-1, 1].
+
+    Returns a dataset in torch format with ``pixel_values`` (C, H, W) and every non-image column of
+    the source (labels, factors, captions). The image column is ``image_column`` if given, else the
+    first ``Image`` feature, else a column named "image" or "img". Further ``Image`` columns (the
+    ``edited_image`` of the shapes edits) become ``<name>_pixel_values`` with "_image" dropped from
+    the name, cropped and flipped like the main image.
+    """
+    # 1. validate
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
+        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+    if num_channels not in (1, 3):
+        raise ValueError(f"num_channels={num_channels!r} is not allowed; use 1 (grayscale) or 3 (RGB)")
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1
+    ):
+        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
+
+    # 2. load
+    dataset = _load_source(name_or_path, split, resolution, max_samples, seed, shapes_kwargs)
+
+    # 3. find the image column(s)
+    columns = list(dataset.column_names)
+    if image_column is not None:
+        if image_column not in columns:
+            raise ValueError(f"image_column={image_column!r} is not a column of this dataset; columns: {columns}")
+    else:
+        image_features = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+        named = [name for name in _IMAGE_COLUMN_NAMES if name in columns]
+        if image_features:
+            image_column = image_features[0]
+        elif named:
+            image_column = named[0]
+        else:
+            raise ValueError(f"no image column found (no Image feature, no column named image/img); columns: {columns}")
+    if not isinstance(dataset.features[image_column], datasets.Image):
+        dataset = dataset.cast_column(image_column, datasets.Image())
+    extra_image_columns = [
+        name
+        for name, feature in dataset.features.items()
+        if isinstance(feature, datasets.Image) and name != image_column
+    ]
+    output_names = {image_column: "pixel_values"}
+    for name in extra_image_columns:
+        output_names[name] = f"{name[: -len('_image')] if name.endswith('_image') else name}_pixel_values"
+
+    if max_samples is not None and len(dataset) > max_samples:
+        dataset = dataset.select(range(max_samples))
+
+    # 4. preprocess once
+    def preprocess(batch: dict, indices: list[int]) -> dict:
+        out = {new: [] for new in output_names.values()}
+        for row, index in enumerate(indices):
+            rng = np.random.default_rng([seed, index])  # one draw per row, shared by all its image columns
+            crop_draw, flip = rng.random(2), bool(random_flip and rng.random() < 0.5)
+            for name, new in output_names.items():
+                out[new].append(
+                    _preprocess_image(batch[name][row], resolution, num_channels, center_crop, crop_draw, flip)
+                )
+        return out
+
+    features = {name: feature for name, feature in dataset.features.items() if name not in output_names}
+    for new in output_names.values():
+        features[new] = datasets.Array3D(shape=(num_channels, resolution, resolution), dtype="float32")
+    dataset = dataset.map(
+        preprocess,
+        batched=True,
+        batch_size=256,
+        with_indices=True,
+        remove_columns=list(output_names),
+        features=datasets.Features(features),
+        desc="Preprocessing images",
+    )
+    return dataset.with_format("torch")
+
+
+def _preprocess_image(
+    image: Image.Image, resolution: int, num_channels: int, center_crop: bool, crop_draw, flip: bool
+) -> np.ndarray:
+    """PIL image -> float32 (C, resolution, resolution) in [-1, 1]."""
+    image = image.convert("RGB" if num_channels == 3 else "L")
+    width, height = image.size
+    scale = resolution / min(width, height)
+    new_size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+    if new_size != (width, height):
+        image = image.resize(new_size, Image.BILINEAR)  # antialiased: PIL widens the filter when shrinking
+    width, height = new_size
+    if center_crop:
+        left, top = round((width - resolution) / 2), round((height - resolution) / 2)
+    else:
+        left = int(crop_draw[0] * (width - resolution + 1))
+        top = int(crop_draw[1] * (height - resolution + 1))
+    image = image.crop((left, top, left + resolution, top + resolution))
+    if flip:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0  # (H, W) or (H, W, 3)
+    if array.ndim == 2:
+        return array[None]  # (1, H, W)
+    return array.transpose(2, 0, 1)  # (3, H, W)
+
+
+def _load_source(
+    name_or_path, split: str, resolution: int, max_samples, seed: int, shapes_kwargs: dict
+) -> datasets.Dataset:
+    """The raw dataset (before preprocessing) for ``load_image_dataset``."""
+    if isinstance(name_or_path, (str, os.PathLike)) and str(name_or_path) in ("shapes", "dsprites"):
+        return _load_shapes(str(name_or_path), split, resolution, max_samples, seed, shapes_kwargs)
+    if shapes_kwargs:
+        raise ValueError(
+            f"unexpected keyword arguments {sorted(shapes_kwargs)}: only the shapes world takes extra arguments"
+        )
+    if isinstance(name_or_path, datasets.Dataset):
+        return name_or_path
+    if isinstance(name_or_path, datasets.DatasetDict):
+        return _select_split(name_or_path, split, "this DatasetDict")
+
+    path = os.path.expanduser(str(name_or_path))
+    if os.path.isfile(path):
+        if not path.endswith(".parquet"):
+            raise ValueError(f"{path} is a file but not a .parquet file; pass a parquet file or a folder of images")
+        return _select_split(datasets.load_dataset("parquet", data_files={"train": path}), split, path)
+    if os.path.isdir(path):
+        if glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True):
+            return _select_split(datasets.load_dataset("parquet", data_dir=path), split, path)
+        return _select_split(datasets.load_dataset("imagefolder", data_dir=path), split, path)
+    if path.startswith(("/", "./", "../", "~")) or path.lower().endswith(_FILE_SUFFIXES):
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    # a Hub dataset id; errors (offline, unknown id, missing split) come from datasets unchanged
+    return datasets.load_dataset(str(name_or_path), split=split)
+
+
+def _load_shapes(
+    name: str, split: str, resolution: int, max_samples, seed: int, shapes_kwargs: dict
+) -> datasets.Dataset:
+    if split not in _SHAPES_DEFAULT_SIZES:
+        raise ValueError(f"split={split!r} is not a split of {name}; use one of {list(_SHAPES_DEFAULT_SIZES)}")
+    kwargs = dict(shapes_kwargs)
+    num_samples = kwargs.pop("num_samples", _SHAPES_DEFAULT_SIZES[split])
+    if max_samples is not None:
+        num_samples = min(num_samples, max_samples)
+    split_seed = seed if split == "train" else seed + SHAPES_SPLIT_SEED_OFFSET
+    if name == "dsprites":
+        if kwargs:
+            raise ValueError(f"unexpected keyword arguments {sorted(kwargs)} for dsprites; it takes num_samples only")
+        return make_shapes_dataset(num_samples, seed=split_seed, config="dsprites")
+    return make_shapes_dataset(num_samples, resolution=resolution, seed=split_seed, **kwargs)
+
+
+def _select_split(dataset_dict: datasets.DatasetDict, split: str, source: str) -> datasets.Dataset:
+    if split not in dataset_dict:
+        raise ValueError(f"split={split!r} not found in {source}; available splits: {list(dataset_dict)}")
+    return dataset_dict[split]

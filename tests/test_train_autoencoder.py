@@ -1,0 +1,156 @@
+"""training_scripts/train_autoencoder.py end to end, on tiny models and a small shapes world."""
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from safetensors.torch import load_file
+
+from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "training_scripts" / "train_autoencoder.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_autoencoder", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = load_script()
+
+
+def tiny_args(output_dir, *extra):
+    return [
+        "--output_dir", str(output_dir), "--resolution", "16", "--block_out_channels", "8", "16",
+        "--latent_channels", "4", "--train_batch_size", "16", "--max_train_samples", "128", "--max_eval_samples", "32",
+        "--max_train_steps", "6", "--checkpointing_steps", "3", "--validation_steps", "3", "--num_generated", "16",
+        "--iwae_samples", "2", "--lr_warmup_steps", "0", "--learning_rate", "2e-3", "--mixed_precision", "no",
+        *extra,
+    ]
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Each in-process run builds its own Accelerator (e.g. another mixed precision)."""
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def run(*argv):
+    return train.main(train.parse_args(list(argv)))
+
+
+def test_vae_run_writes_a_loadable_model_folder(tmp_path):
+    out = tmp_path / "vae"
+    run(*tiny_args(out, "--model", "vae", "--mixed_precision", "bf16"))
+    for name in ("model_index.json", "model/config.json", "model/diffusion_pytorch_model.safetensors", "README.md", "samples.png", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    assert (out / "validation" / "step-000003.png").is_file()
+    assert not (out / ".staging").exists()
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("mse", "psnr", "elbo_nats", "iwae_nats", "elbo_bpd", "iwae_bpd", "mig", "oracle_validity", "oracle_coverage"):
+        assert isinstance(metrics[key], float), key
+    assert metrics["iwae_nats"] >= metrics["elbo_nats"] - 1.0  # the IWAE bound is the tighter one (up to noise)
+    assert metrics["train_steps"] == 6
+
+    card = (out / "README.md").read_text()
+    assert "library_name: hf_genzoo" in card and "model-index" in card and "import hf_genzoo" in card
+    assert "samples.png" in card and "train_autoencoder.py" in card
+
+    pipe = AutoencoderPipeline.from_pretrained(out)
+    assert isinstance(pipe.model, VAEModel) and pipe.model.config.scaling_factor != 1.0
+    assert len(pipe(batch_size=2).images) == 2
+
+
+@pytest.mark.parametrize("variant", ["ae", "denoising_ae", "sparse_ae", "masked_ae"])
+def test_every_autoencoder_variant_trains_and_samples(variant, tmp_path):
+    out = tmp_path / variant
+    run(*tiny_args(out, "--model", variant, "--max_train_steps", "2", "--checkpointing_steps", "2", "--latent_type", "spatial"))
+    pipe = AutoencoderPipeline.from_pretrained(out)
+    assert isinstance(pipe.model, AutoencoderModel)
+    expected = {"ae": "none", "denoising_ae": "gaussian", "sparse_ae": "none", "masked_ae": "patch_mask"}[variant]
+    assert pipe.model.config.corruption == expected
+    assert (pipe.model.config.sparsity_weight > 0) == (variant == "sparse_ae")
+    assert pipe.model.latent_gaussian_fitted  # GLO sampling distribution stored with the weights
+    assert pipe(batch_size=2, output_type="np").images.shape == (2, 16, 16, 3)
+    assert "mse" in json.loads((out / "metrics.json").read_text())
+
+
+def test_resume_continues_exactly(tmp_path):
+    """A run resumed from its step-3 checkpoint ends with the same weights as the uninterrupted run."""
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    args = ("--model", "vae", "--use_ema", "--gradient_accumulation_steps", "2")
+    run(*tiny_args(full, *args))
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")  # what a run killed after step 4 left
+    run(*tiny_args(resumed, *args, "--resume_from_checkpoint", "latest"))
+    a = load_file(full / "model" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "model" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    out = tmp_path / "diverged"
+    with pytest.raises(train.TrainingDivergedError, match=r"at step (\d+).*(checkpoint-\d+)") as excinfo:
+        run(*tiny_args(out, "--model", "vae", "--learning_rate", "1e30", "--max_train_steps", "50", "--checkpointing_steps", "1"))
+    assert not (out / "model_index.json").exists()  # no model folder from a diverged run
+    step, checkpoint = re.search(r"at step (\d+).*(checkpoint-\d+)", str(excinfo.value)).groups()
+    assert checkpoint == f"checkpoint-{int(step) - 1}"
+    state = out / checkpoint
+    assert (state / "model.safetensors").is_file()
+    weights = load_file(state / "model.safetensors")  # the checkpoint's weights still load into the model class
+    model = train.build_model(train.parse_args(tiny_args(out, "--model", "vae")))
+    model.load_state_dict(weights)
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_unknown_model_lists_the_choices(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        train.parse_args(["--model", "gan"])
+    assert excinfo.value.code == 2
+    assert "invalid choice: 'gan' (choose from 'ae', 'denoising_ae', 'masked_ae', 'sparse_ae', 'vae')" in capsys.readouterr().err
+
+
+def test_push_to_hub_uploads_the_model_folder(hub, hub_cache, tmp_path):
+    out = tmp_path / "pushed"
+    run(*tiny_args(out, "--model", "vae", "--max_train_steps", "2", "--push_to_hub", "--hub_model_id", "genzoo-tests/shapes-vae"))
+    files = set(hub.list_files("genzoo-tests/shapes-vae"))
+    assert {"model_index.json", "README.md", "samples.png", "metrics.json", "model/diffusion_pytorch_model.safetensors"} <= files
+    assert not any(f.startswith(("checkpoint-", "validation/", "logs/")) for f in files)
+    pipe = AutoencoderPipeline.from_pretrained("genzoo-tests/shapes-vae")
+    assert isinstance(pipe.model, VAEModel)
+
+
+def test_two_gloo_ranks_on_cpu(tmp_path):
+    """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2` runs two real data-parallel ranks."""
+    from accelerate.test_utils import execute_subprocess_async
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517", str(SCRIPT),
+        *tiny_args(out, "--model", "vae", "--max_train_steps", "3", "--train_batch_size", "8"),
+    ]
+    result = execute_subprocess_async(cmd, env=env)
+    log = "\n".join(result.stdout + result.stderr)
+    assert "on 2 process(es)" in log
+    assert (out / "model_index.json").is_file()
