@@ -42,6 +42,8 @@ def test_shapes():
     assert test[:]["caption"] != ds[:]["caption"]
     reference = make_shapes_dataset(24, 32, num_shapes=(1, 2), seed=1_000_003)
     assert test[:]["caption"] == reference["caption"]
+    # max_samples keeps the first rows of the full split
+    assert ds[:]["caption"] == make_shapes_dataset(30, 32, num_shapes=(1, 2), seed=0)[:24]["caption"]
     with pytest.raises(ValueError, match="split='validation'.*train"):
         load_image_dataset("shapes", split="validation")
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from hf_genzoo.data import (
     COLORS,
@@ -72,6 +73,8 @@ def test_determinism():
     assert a[:]["caption"] == b[:]["caption"] and a[:]["x_0"] == b[:]["x_0"]
     assert all(np.array_equal(np.array(x), np.array(y)) for x, y in zip(a[:]["image"], b[:]["image"]))
     assert a[:]["caption"] != c[:]["caption"]
+    # row i depends on (seed, i) only: a smaller dataset is a prefix of a larger one
+    assert make_shapes_dataset(10, 24, num_shapes=(1, 2), seed=3)[:]["caption"] == a[:10]["caption"]
     rng1, rng2 = np.random.default_rng(7), np.random.default_rng(7)
     assert sample_scene(rng1, 32, 2) == sample_scene(rng2, 32, 2)
 
@@ -203,8 +206,6 @@ def test_oracle_input_formats():
     scene = [{"shape": 2, "color": 3, "size": 1, "x": 1, "y": 4, "angle": 1}]
     image = render_scene(scene, 32)
     oracle = ShapesOracle(32)
-    from PIL import Image
-
     for version in (image, Image.fromarray(image), to_model_space(image), to_model_space(image).numpy()):
         assert oracle.read(version) == {"valid": True, "num_shapes": 1, "objects": scene}
     with pytest.raises(ValueError, match="32x32"):
@@ -265,11 +266,11 @@ def test_oracle_rejects_garbage():
 
 
 def test_oracle_metric_helpers():
-    ds = make_shapes_dataset(300, 32, num_shapes=1, seed=5)
+    ds = make_shapes_dataset(126, 32, num_shapes=1, seed=5)
     images = torch.stack([to_model_space(np.array(image)) for image in ds["image"]])
     shapes, colors = ds["shape_0"], ds["color_0"]
     assert oracle_validity(images) == 1.0
-    assert oracle_coverage(images) == 1.0  # 300 samples cover all 21 (shape, colour) pairs
+    assert oracle_coverage(images) == 1.0  # these 126 samples cover all 21 (shape, colour) pairs
     circles = [i for i, shape in enumerate(shapes) if shape == 0]
     assert oracle_coverage(images[circles]) == pytest.approx(len(COLORS) / len(LABEL_NAMES))
     assert attribute_accuracy(images, shapes, colors) == 1.0
@@ -289,40 +290,47 @@ def test_oracle_metric_helpers():
 
 def test_edit_triplets():
     ds = make_shapes_dataset(120, 32, num_shapes=(1, 2), seed=2, config="edits")
-    assert {"input_image", "edited_image", "instruction", "edit_type", "input_caption", "edited_caption"} <= set(
-        ds.column_names
-    )
+    text_columns = {"input_image", "edited_image", "instruction", "edit_type", "input_caption", "edited_caption"}
+    assert text_columns <= set(ds.column_names)
     assert {f"{p}{f}_{s}" for p in ("input_", "edited_") for f in FACTORS for s in range(2)} <= set(ds.column_names)
-    assert set(ds["edit_type"]) == set(EDIT_TYPES)
-    oracle = ShapesOracle(32)
+    assert set(ds["edit_type"]) == set(EDIT_TYPES) and set(ds["num_shapes"]) == {1, 2}
+    cell = shapes_grid(32).num_positions // 3
+    moves = {"left": (-cell, 0), "right": (cell, 0), "up": (0, -cell), "down": (0, cell)}
     changed_by = {"recolor": {"color"}, "move": {"x", "y"}, "reshape": {"shape", "angle"}, "resize": {"size"}}
     for row in ds:
         before, after = row_objects(row, "input_"), row_objects(row, "edited_")
+        instruction = row["instruction"]
+        # both images are exact renders of their factors, and the captions describe them
         assert np.array_equal(np.array(row["input_image"]), render_scene(before, 32))
         assert np.array_equal(np.array(row["edited_image"]), render_scene(after, 32))
         assert row["input_caption"] == scene_caption(before, 32) and row["edited_caption"] == scene_caption(after, 32)
-        # exactly one object changed, only in the factors its edit type may change
-        key = lambda o: tuple(o[f] for f in FACTORS)  # noqa: E731
-        removed = sorted(set(map(key, before)) - set(map(key, after)))
-        added = sorted(set(map(key, after)) - set(map(key, before)))
-        assert len(removed) == len(added) == 1, row["instruction"]
-        changed = {f for f, a, b in zip(FACTORS, removed[0], added[0]) if a != b}
-        assert changed and changed <= changed_by[row["edit_type"]], (row["instruction"], changed)
-        old = dict(zip(FACTORS, removed[0]))
-        new = dict(zip(FACTORS, added[0]))
+        # exactly one object changed (the other one, if any, is untouched), only in what the edit may change
+        removed = [obj for obj in before if obj not in after]
+        added = [obj for obj in after if obj not in before]
+        assert len(removed) == len(added) == 1, instruction
+        old, new = removed[0], added[0]
+        changed = {f for f in FACTORS if old[f] != new[f]}
+        assert changed and changed <= changed_by[row["edit_type"]], (instruction, changed)
+        # the instruction says what changed
         if row["edit_type"] == "recolor":
-            assert row["instruction"].endswith(COLORS[new["color"]]) and SHAPES[old["shape"]] in row["instruction"]
-        if row["edit_type"] == "reshape":
-            assert row["instruction"].endswith(f"into a {SHAPES[new['shape']]}")
-        if row["edit_type"] == "resize":
-            assert row["instruction"].endswith("bigger" if new["size"] > old["size"] else "smaller")
-        if row["edit_type"] == "move":
-            assert row["instruction"].startswith("move")
-        if row["num_shapes"] == 2 and row["edit_type"] != "recolor":
-            assert SHAPES[old["shape"]] in row["instruction"]  # the instruction names its target
-        # the oracle reads the edit back
-        read = oracle.read(row["edited_image"])
-        assert read["valid"] and read["objects"] == after
+            assert instruction.startswith("make the") and instruction.endswith(COLORS[new["color"]])
+        elif row["edit_type"] == "reshape":
+            assert instruction.startswith("turn") and instruction.endswith(f"into a {SHAPES[new['shape']]}")
+            assert new["angle"] == 0
+        elif row["edit_type"] == "resize":
+            assert instruction.endswith("bigger" if new["size"] > old["size"] else "smaller")
+            assert abs(new["size"] - old["size"]) == 1
+        else:
+            direction = instruction.split()[-1]
+            assert instruction.startswith("move") and (new["x"] - old["x"], new["y"] - old["y"]) == moves[direction]
+        if row["num_shapes"] == 2 or row["edit_type"] == "recolor":
+            assert SHAPES[old["shape"]] in instruction  # the instruction names its target
+        else:
+            assert " it " in f"{instruction} "
+    # the oracle reads every edited image back
+    results = ShapesOracle(32).read_batch(ds["edited_image"])
+    assert all(r["valid"] for r in results)
+    assert [r["objects"] for r in results] == [row_objects(row, "edited_") for row in ds]
 
 
 # --- dsprites ------------------------------------------------------------------------------------------
@@ -345,6 +353,8 @@ def test_dsprites_grid():
             image, render_dsprite(row["shape"], row["scale"], row["orientation"], row["pos_x"], row["pos_y"])
         )
     assert ds[:]["pos_x"] == make_shapes_dataset(200, config="dsprites", seed=0)[:]["pos_x"]
+    assert ds[:50]["orientation"] == make_shapes_dataset(50, config="dsprites", seed=0)[:]["orientation"]
+    assert len({tuple(r.values()) for r in ds.remove_columns("image")}) == 200  # without replacement
 
 
 def test_dsprites_shape_sizes():

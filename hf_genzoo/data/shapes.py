@@ -373,22 +373,20 @@ def _canonical_order(scenes: np.ndarray) -> np.ndarray:
     return scenes
 
 
-def _sample_scenes(rng: np.random.Generator, grid: ShapesGrid, num_shapes: np.ndarray) -> np.ndarray:
-    """(N, 2, 6) legal scenes with ``num_shapes[i]`` objects each, uniform over legal scenes."""
-    n = len(num_shapes)
+def _draw_scene(rng: np.random.Generator, grid: ShapesGrid, num_shapes: int) -> np.ndarray:
+    """A (2, 6) legal scene with ``num_shapes`` objects, uniform over legal scenes, in canonical order."""
+    scene = np.full((MAX_SHAPES, len(FACTORS)), -1, dtype=np.int64)
     bank = _bank(grid.resolution)
-    scenes = np.full((n, MAX_SHAPES, len(FACTORS)), -1, dtype=np.int64)
-    scenes[:, 0] = _random_objects(rng, n, grid)
-    todo = np.flatnonzero(num_shapes == 2)
     for _ in range(1000):  # rejection sampling; about half of the random pairs are legal
-        if len(todo) == 0:
-            break
-        scenes[todo, 0] = _random_objects(rng, len(todo), grid)
-        scenes[todo, 1] = _random_objects(rng, len(todo), grid)
-        todo = todo[_touching(bank, scenes[todo, 0], scenes[todo, 1])]
-    if len(todo):
-        raise RuntimeError(f"could not place two shapes at resolution {grid.resolution}")
-    return _canonical_order(scenes)
+        scene[:num_shapes] = _random_objects(rng, num_shapes, grid)
+        if num_shapes == 1 or not _touching(bank, scene[None, 0], scene[None, 1])[0]:
+            return _canonical_order(scene[None])[0]
+    raise RuntimeError(f"could not place two shapes at resolution {grid.resolution}")
+
+
+def _row_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of row ``index``: a row depends on (seed, index) only, so a smaller dataset is a prefix."""
+    return np.random.default_rng([seed, index])
 
 
 def _scene_to_objects(scene: np.ndarray) -> list[dict]:
@@ -399,9 +397,7 @@ def sample_scene(rng: np.random.Generator | int | None, resolution: int = 32, nu
     """One random legal scene: a list of ``num_shapes`` factor dicts in canonical (y, x) order."""
     if num_shapes not in (1, 2):
         raise ValueError(f"num_shapes={num_shapes!r} is not allowed; use 1 or 2")
-    rng = np.random.default_rng(rng)
-    scenes = _sample_scenes(rng, shapes_grid(resolution), np.array([num_shapes]))
-    return _scene_to_objects(scenes[0])
+    return _scene_to_objects(_draw_scene(np.random.default_rng(rng), shapes_grid(resolution), num_shapes))
 
 
 def _position_word(obj: dict, grid: ShapesGrid) -> str:
@@ -483,12 +479,11 @@ def _factor_features(prefix: str = "") -> dict:
     return features
 
 
-def _num_shapes_per_sample(rng: np.random.Generator, num_samples: int, num_shapes) -> np.ndarray:
+def _num_shapes_choices(num_shapes) -> tuple[int, ...]:
     if isinstance(num_shapes, (int, np.integer)) and not isinstance(num_shapes, bool) and num_shapes in (1, 2):
-        return np.full(num_samples, int(num_shapes))
+        return (int(num_shapes),)
     if isinstance(num_shapes, (tuple, list)) and len(num_shapes) > 0 and set(num_shapes) <= {1, 2}:
-        choices = np.array(sorted(set(num_shapes)))
-        return choices[rng.integers(len(choices), size=num_samples)]
+        return tuple(sorted(set(num_shapes)))
     raise ValueError(f"num_shapes={num_shapes!r} is not allowed; use 1, 2 or (1, 2)")
 
 
@@ -507,6 +502,9 @@ def make_shapes_dataset(
         num_shapes: 1, 2 or ``(1, 2)`` (each row draws 1 or 2 with equal probability). Ignored by dsprites.
         seed: seed of the numpy generator that draws every factor.
         config: ``"shapes"``, ``"edits"`` or ``"dsprites"``.
+
+    Row ``i`` is drawn from a generator seeded with ``(seed, i)``, so a smaller dataset is a prefix of a
+    larger one with the same seed.
 
     Columns of ``"shapes"``: ``image`` (``datasets.Image``, RGB), ``caption``, ``num_shapes``, the factor
     indices of both slots ``shape_0, color_0, size_0, x_0, y_0, angle_0, shape_1, ..., angle_1`` (-1 in
@@ -532,11 +530,12 @@ def make_shapes_dataset(
         return _make_dsprites(num_samples, seed)
     resolution = _check_resolution(32 if resolution is None else resolution)
     grid = shapes_grid(resolution)
-    rng = np.random.default_rng(seed)
-    counts = _num_shapes_per_sample(rng, num_samples, num_shapes)
-    scenes = _sample_scenes(rng, grid, counts)
+    choices = _num_shapes_choices(num_shapes)
+    rngs = [_row_rng(seed, index) for index in range(num_samples)]
+    scenes = np.stack([_draw_scene(rng, grid, choices[rng.integers(len(choices))]) for rng in rngs])  # (N, 2, 6)
+    counts = (scenes[:, :, 0] >= 0).sum(1)  # (N,)
     if config == "edits":
-        return _make_edits(rng, scenes, grid)
+        return _make_edits(rngs, scenes, grid)
 
     captions = [scene_caption(_scene_to_objects(scene), resolution) for scene in scenes]
     columns = {
@@ -613,16 +612,16 @@ def _edit_candidates(scene: np.ndarray, slot: int, edit_type: str, grid: ShapesG
     return candidates
 
 
-def _make_edits(rng: np.random.Generator, scenes: np.ndarray, grid: ShapesGrid) -> datasets.Dataset:
-    """Edit triplets on the given input scenes (see ``make_shapes_dataset``)."""
+def _make_edits(rngs: list[np.random.Generator], scenes: np.ndarray, grid: ShapesGrid) -> datasets.Dataset:
+    """Edit triplets on the given input scenes, drawing from each row's generator (see ``make_shapes_dataset``)."""
     inputs, edited, instructions, edit_types = [], [], [], []
     counts = (scenes[:, :, 0] >= 0).sum(1)
-    for scene, count in zip(scenes, counts):
+    for rng, scene, count in zip(rngs, scenes, counts):
         for _ in range(1000):
             slot = int(rng.integers(count))
             edit_type = EDIT_TYPES[rng.integers(len(EDIT_TYPES))]
             if _reference(scene, slot) is None:  # two identical shapes: draw a new scene
-                scene = _sample_scenes(rng, grid, np.array([count]))[0]
+                scene = _draw_scene(rng, grid, count)
                 continue
             candidates = _edit_candidates(scene, slot, edit_type, grid)
             if candidates:
@@ -695,7 +694,7 @@ def _dsprite_masks(
     u = (dx * np.cos(theta) + dy * np.sin(theta)) / half  # (N, H, W), in units of the half-side
     v = (-dx * np.sin(theta) + dy * np.cos(theta)) / half  # (N, H, W)
     square = np.maximum(np.abs(u), np.abs(v)) <= 1.0
-    ellipse = (u / 1.4) ** 2 + (v / 0.7) ** 2 <= 1.0  # 2:1 ellipse, about the square's area
+    ellipse = (u / 1.4) ** 2 + (v / 0.7) ** 2 <= 1.0  # a 2:1 ellipse, 3/4 of the square's area
     hx, hy = u * _HEART_HALF_WIDTH, v * _HEART_HALF_WIDTH + _HEART_Y_CENTER  # heart as wide as the square
     heart = (hx**2 + hy**2 - 1) ** 3 - hx**2 * hy**3 <= 0
     which = shape[:, None, None]  # (N, 1, 1)
@@ -716,14 +715,15 @@ def _make_dsprites(num_samples: int, seed: int) -> datasets.Dataset:
     orientations x 32 x 32 positions = 737,280 points, white on black, 64x64, mode "L", binary). Sizes
     follow dSprites' conventions approximately: a scale-1 square is a third of the image wide, and the
     positions keep every shape inside the image. ``num_samples`` grid points are drawn uniformly without
-    replacement; row indices follow dSprites' order (posY varies fastest, then posX, orientation, scale,
-    shape). Columns: ``image``, ``shape``, ``scale``, ``orientation``, ``pos_x``, ``pos_y`` (indices into
-    the ``DSPRITES_*`` grids) and ``label`` (``ClassLabel`` over ``DSPRITES_SHAPES``).
+    replacement (the first ``num_samples`` of one seeded shuffle of the grid, so a smaller dataset is a
+    prefix of a larger one); a grid point's flat index follows dSprites' order (posY varies fastest,
+    then posX, orientation, scale, shape). Columns: ``image``, ``shape``, ``scale``, ``orientation``,
+    ``pos_x``, ``pos_y`` (indices into the ``DSPRITES_*`` grids) and ``label`` (``ClassLabel`` over
+    ``DSPRITES_SHAPES``).
     """
     if num_samples > DSPRITES_GRID_SIZE:
         raise ValueError(f"num_samples={num_samples} exceeds the {DSPRITES_GRID_SIZE} points of the dSprites grid")
-    rng = np.random.default_rng(seed)
-    flat = rng.choice(DSPRITES_GRID_SIZE, size=num_samples, replace=False)
+    flat = np.random.default_rng(seed).permutation(DSPRITES_GRID_SIZE)[:num_samples]  # a prefix of one shuffle
     shape_ix, rest = np.divmod(flat, len(DSPRITES_SCALES) * len(DSPRITES_ORIENTATIONS) * 32 * 32)
     scale_ix, rest = np.divmod(rest, len(DSPRITES_ORIENTATIONS) * 32 * 32)
     orientation_ix, rest = np.divmod(rest, 32 * 32)
@@ -761,13 +761,14 @@ def _to_batch(images) -> torch.Tensor:
     """Any supported image input -> float32 tensor (B, 3, H, W) in [-1, 1].
 
     Accepts a PIL image, an (H, W, 3) uint8 array, a (3, H, W) float array/tensor in [-1, 1], a
-    (B, 3, H, W) float array/tensor in [-1, 1], a (B, H, W, 3) uint8 array, or a list of single images.
+    (B, 3, H, W) float array/tensor in [-1, 1], a (B, H, W, 3) uint8 array, or a list (or a datasets
+    column) of single images.
     """
     if isinstance(images, Image.Image):
         array = np.asarray(images.convert("RGB"))  # (H, W, 3) uint8
         return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
-    if isinstance(images, (list, tuple)):
-        return torch.cat([_to_batch(image) for image in images])
+    if not isinstance(images, (np.ndarray, torch.Tensor)) and hasattr(images, "__iter__"):
+        return torch.cat([_to_batch(image) for image in images])  # a list, or a datasets column
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.array(images))  # a copy: the input may be read-only
     if not isinstance(images, torch.Tensor):
@@ -789,25 +790,23 @@ def _to_batch(images) -> torch.Tensor:
 def _connected_components(foreground: torch.Tensor, max_iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
     """8-connected components of (B, H, W) boolean masks by max-label propagation.
 
-    Returns labels (B, H, W) float (0 = background; one distinct positive label per component) and
-    ``converged`` (B,) bool; images still changing after ``max_iterations`` (snakes, noise) are not converged.
+    Every foreground pixel starts with its own label and takes the largest label of its 3x3
+    neighbourhood until nothing changes. Returns labels (B, H, W) float (0 = background; one distinct
+    positive label per component) and ``converged`` (B,) bool: images still changing after
+    ``max_iterations`` (snakes, noise) are not converged.
     """
     B, H, W = foreground.shape
-    pixel_ids = torch.arange(1, H * W + 1, dtype=torch.float32).view(1, H, W)
-    labels = torch.where(foreground, pixel_ids, torch.zeros(()))  # (B, H, W)
-    fg = foreground.float()
-    active = torch.arange(B)
+    pixel_ids = torch.arange(1, H * W + 1, dtype=torch.float32).view(1, 1, H, W)
+    fg = foreground.float()[:, None]  # (B, 1, H, W)
+    labels = pixel_ids * fg  # (B, 1, H, W)
     for _ in range(max_iterations):
-        if len(active) == 0:
+        spread = F.max_pool2d(labels, kernel_size=3, stride=1, padding=1) * fg  # (B, 1, H, W)
+        if torch.equal(spread, labels):
             break
-        current = labels[active]
-        spread = F.max_pool2d(current[:, None], kernel_size=3, stride=1, padding=1)[:, 0] * fg[active]  # (b, H, W)
-        changed = (spread != current).flatten(1).any(1)
-        labels[active] = spread
-        active = active[changed]
-    converged = torch.ones(B, dtype=torch.bool)
-    converged[active] = False
-    return labels, converged
+        labels = spread
+    spread = F.max_pool2d(labels, kernel_size=3, stride=1, padding=1) * fg
+    converged = (spread == labels).flatten(1).all(1)  # (B,)
+    return labels[:, 0], converged
 
 
 class ShapesOracle:
