@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latent_channels", type=int, default=16)
     parser.add_argument("--latent_type", choices=("spatial", "vector"), default="vector")
     parser.add_argument("--beta", type=float, default=1.0, help="KL weight (β-VAE when > 1)")
-    parser.add_argument("--likelihood", choices=("gaussian", "bernoulli"), default="gaussian")
+    parser.add_argument("--likelihood", choices=("gaussian", "bernoulli"), default="bernoulli", help="p(x|z); bernoulli suits the binary-valued shapes world and MNIST, gaussian natural images")
     parser.add_argument("--gaussian_variance", type=float, default=0.01, help="c in N(x̂, cI)")
     parser.add_argument("--noise_std", type=float, default=0.2, help="σ of the denoising AE's Gaussian noise")
     parser.add_argument("--corruption", choices=("gaussian", "dropout"), default=None, help="denoising_ae corruption")

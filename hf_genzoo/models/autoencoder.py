@@ -27,7 +27,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 import torch.nn.functional as F
 
-from .conv import ConvDecoder, ConvEncoder, check_images, check_latent_config
+from .conv import ConvAutoencoderMixin, ConvDecoder, ConvEncoder, check_latent_config
 
 CORRUPTIONS = ("none", "gaussian", "dropout", "patch_mask")
 MAX_FULL_COVARIANCE_DIMS = 4096
@@ -50,7 +50,7 @@ class AutoencoderLossOutput(BaseOutput):
     sparsity: torch.Tensor = None
 
 
-class AutoencoderModel(GenZooModelMixin, ConfigMixin):
+class AutoencoderModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
     r"""
     A convolutional autoencoder; the variant is chosen by config.
 
@@ -112,7 +112,6 @@ class AutoencoderModel(GenZooModelMixin, ConfigMixin):
         # the masked autoencoder's encoder also sees the visibility mask as one more channel
         self.encoder = ConvEncoder(in_channels + int(masked), latent_channels, **shape_args)
         self.decoder = ConvDecoder(latent_channels, out_channels, **shape_args)
-        self.scale_factor = 2 ** (len(block_out_channels) - 1)
         if masked:
             # the mask token: one learned value per channel and position, so it carries position (He et al. 2021)
             self.mask_token = nn.Parameter(torch.zeros(in_channels, sample_size, sample_size))
@@ -229,13 +228,6 @@ class AutoencoderModel(GenZooModelMixin, ConfigMixin):
     def latent_gaussian_fitted(self) -> bool:
         return bool(self.latent_scale.abs().sum() > 0)
 
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        if self.config.latent_type == "vector":
-            return (self.config.latent_channels,)
-        h = self.config.sample_size // self.scale_factor
-        return (self.config.latent_channels, h, h)
-
     def sample_prior(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z ~ N(μ, Σ) fitted to the training latents."""
         if not self.latent_gaussian_fitted:
@@ -250,10 +242,6 @@ class AutoencoderModel(GenZooModelMixin, ConfigMixin):
         else:
             flat = self.latent_mean + eps * self.latent_scale
         return flat.view(batch_size, *self.latent_shape).to(self.dtype)
-
-    def _check_images(self, x: torch.Tensor) -> None:
-        fixed = self.config.sample_size if self.config.latent_type == "vector" else None
-        check_images(x, self.config.in_channels, self.scale_factor, fixed)
 
 
 def _uniform(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:

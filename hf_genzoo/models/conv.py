@@ -123,6 +123,28 @@ class ConvDecoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+class ConvAutoencoderMixin:
+    """What models built on `ConvEncoder`/`ConvDecoder` share; needs `config.block_out_channels`,
+    `latent_type`, `latent_channels`, `sample_size` and `in_channels`."""
+
+    @property
+    def scale_factor(self) -> int:
+        """Spatial downsampling of the encoder, 2 ** (len(block_out_channels) − 1)."""
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one latent at the training resolution."""
+        if self.config.latent_type == "vector":
+            return (self.config.latent_channels,)
+        h = self.config.sample_size // self.scale_factor
+        return (self.config.latent_channels, h, h)
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        fixed = self.config.sample_size if self.config.latent_type == "vector" else None
+        check_images(x, self.config.in_channels, self.scale_factor, fixed)
+
+
 def check_images(images: torch.Tensor, in_channels: int, scale_factor: int, sample_size: int | None) -> None:
     """Raise a ValueError naming the value when `images` can't go through the encoder."""
     if images.ndim != 4:

@@ -28,7 +28,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 import torch.nn.functional as F
 
-from .conv import ConvDecoder, ConvEncoder, check_images, check_latent_config
+from .conv import ConvAutoencoderMixin, ConvDecoder, ConvEncoder, check_latent_config
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -87,7 +87,7 @@ class VAELossOutput(BaseOutput):
     elbo: torch.Tensor = None
 
 
-class VAEModel(GenZooModelMixin, ConfigMixin):
+class VAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
     r"""
     A convolutional VAE / β-VAE.
 
@@ -147,14 +147,12 @@ class VAEModel(GenZooModelMixin, ConfigMixin):
         # the encoder predicts (μ, ln σ²) stacked along the channel axis
         self.encoder = ConvEncoder(in_channels, 2 * latent_channels, **shape_args)
         self.decoder = ConvDecoder(latent_channels, out_channels, **shape_args)
-        self.scale_factor = 2 ** (len(block_out_channels) - 1)
 
     # ---- diffusers' vae interface ------------------------------------------------------------------
 
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
         """x (B, C, H, W) in [-1, 1] → `AutoencoderKLOutput(latent_dist=q(z|x))`."""
-        fixed = self.config.sample_size if self.config.latent_type == "vector" else None
-        check_images(x, self.config.in_channels, self.scale_factor, fixed)
+        self._check_images(x)
         moments = self.encoder(x)  # (B, 2·C_lat, h, w) or (B, 2·C_lat)
         mean, logvar = moments.chunk(2, dim=1)
         posterior = DiagonalGaussian(mean, logvar)
@@ -220,14 +218,6 @@ class VAEModel(GenZooModelMixin, ConfigMixin):
         return self.log_likelihood(x, self.decoder(z)) + standard_normal_log_prob(z)
 
     # ---- helpers ----------------------------------------------------------------------------------
-
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        """Shape of one latent at the training resolution."""
-        if self.config.latent_type == "vector":
-            return (self.config.latent_channels,)
-        h = self.config.sample_size // self.scale_factor
-        return (self.config.latent_channels, h, h)
 
     def sample_prior(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z ~ p(z) = N(0, I) at the training resolution."""
