@@ -245,6 +245,12 @@ def main(args: argparse.Namespace) -> str:
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(args.seed)
+    if accelerator.device.type == "cpu" and torch.get_num_threads() == 1 and (os.cpu_count() or 1) > 1:
+        logger.warning(
+            f"training on 1 CPU thread of {os.cpu_count()}: `accelerate launch` sets OMP_NUM_THREADS=1 unless told "
+            f"otherwise; pass `--num_cpu_threads_per_process {os.cpu_count() // accelerator.num_processes}` or run the "
+            f"script with plain `python` for a single process"
+        )
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
 
@@ -420,7 +426,9 @@ def save_model_folder(args, model, metrics: dict, grid) -> None:
         datasets=[] if args.dataset_name in ("shapes", "dsprites") or os.path.exists(args.dataset_name) else [args.dataset_name],
         dataset_name=args.dataset_name,
         dataset_description=_describe_dataset(args),
-        metrics=metrics,
+        metrics={k: v for k, v in metrics.items() if k not in ("train_steps", "train_seconds", "iwae_samples")},
+        training_summary=f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s"
+        + (f"; IWAE bound with k = {metrics['iwae_samples']}" if metrics.get("iwae_samples") else ""),
         sample_grid="samples.png",
         training_command=command,
     )
