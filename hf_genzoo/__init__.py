@@ -10,12 +10,16 @@ __version__ = "0.1.0"
 from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F401  (diffusers' loader)
 
 from .models import AutoencoderModel, DiagonalGaussian, VAEModel
+from .schedulers import GenZooDDIMInverseScheduler, GenZooDDIMScheduler, GenZooDDPMScheduler
 from .pipelines import AutoencoderPipeline, GenZooPipeline
 
 __all__ = [
     "AutoencoderModel",
     "AutoencoderPipeline",
     "DiagonalGaussian",
+    "GenZooDDIMInverseScheduler",
+    "GenZooDDIMScheduler",
+    "GenZooDDPMScheduler",
     "GenZooPipeline",
     "VAEModel",
 ]
