@@ -180,12 +180,19 @@ def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
+def checkpoint_steps(output_dir: str) -> list[int]:
+    """Steps of the complete `checkpoint-N` folders in `output_dir`, in increasing order."""
+    if not os.path.isdir(output_dir):
+        return []
+    names = (d.split("-", 1)[1] for d in os.listdir(output_dir) if d.startswith("checkpoint-"))
+    return sorted(int(step) for step in names if step.isdigit())
+
+
 def find_checkpoint(output_dir: str, name: str) -> str | None:
+    """A checkpoint folder by path or name, or the newest one for "latest" (None if there is none)."""
     if name != "latest":
         return name if os.path.isdir(name) else os.path.join(output_dir, name)
-    steps = sorted(
-        int(d.split("-")[1]) for d in os.listdir(output_dir) if d.startswith("checkpoint-") and d.split("-")[1].isdigit()
-    ) if os.path.isdir(output_dir) else []
+    steps = checkpoint_steps(output_dir)
     return os.path.join(output_dir, f"checkpoint-{steps[-1]}") if steps else None
 
 
@@ -197,11 +204,9 @@ def save_checkpoint(accelerator: Accelerator, args, global_step: int) -> None:
     accelerator.save_state(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    existing = sorted(
-        (int(d.split("-")[1]), d) for d in os.listdir(args.output_dir) if d.startswith("checkpoint-") and d.split("-")[1].isdigit()
-    )
-    for _, name in existing[: max(0, len(existing) - args.checkpoints_total_limit)]:
-        shutil.rmtree(os.path.join(args.output_dir, name), ignore_errors=True)
+    steps = checkpoint_steps(args.output_dir)
+    for step in steps[: max(0, len(steps) - args.checkpoints_total_limit)]:
+        shutil.rmtree(os.path.join(args.output_dir, f"checkpoint-{step}"), ignore_errors=True)
     logger.info(f"saved {final}")
 
 
@@ -245,7 +250,7 @@ def main(args: argparse.Namespace) -> str:
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(args.seed)
-    if accelerator.device.type == "cpu" and torch.get_num_threads() == 1 and (os.cpu_count() or 1) > 1:
+    if accelerator.device.type == "cpu" and torch.get_num_threads() == 1 and (os.cpu_count() or 1) > accelerator.num_processes:
         logger.warning(
             f"training on 1 CPU thread of {os.cpu_count()}: `accelerate launch` sets OMP_NUM_THREADS=1 unless told "
             f"otherwise; pass `--num_cpu_threads_per_process {os.cpu_count() // accelerator.num_processes}` or run the "
