@@ -11,7 +11,7 @@ from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin, SchedulerMixin
 
 from .models import AutoencoderModel, DiagonalGaussian, VAEModel
 from .schedulers import GenZooDDIMInverseScheduler, GenZooDDIMScheduler, GenZooDDPMScheduler
-from .pipelines import AutoencoderPipeline, GenZooPipeline
+from .pipelines import AutoencoderPipeline, GenZooPipeline, PixelDiffusionPipeline
 
 __all__ = [
     "AutoencoderModel",
@@ -21,5 +21,6 @@ __all__ = [
     "GenZooDDIMScheduler",
     "GenZooDDPMScheduler",
     "GenZooPipeline",
+    "PixelDiffusionPipeline",
     "VAEModel",
 ]

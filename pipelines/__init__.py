@@ -1,6 +1,7 @@
 """Pipelines (inference only), one file per DiffusionPipeline subclass; installed as hf_genzoo.pipelines."""
 
 from .pipeline_autoencoder import AutoencoderPipeline
+from .pipeline_pixel_diffusion import PixelDiffusionPipeline
 from .pipeline_utils import GenZooPipeline
 
-__all__ = ["AutoencoderPipeline", "GenZooPipeline"]
+__all__ = ["AutoencoderPipeline", "GenZooPipeline", "PixelDiffusionPipeline"]
