@@ -56,12 +56,12 @@ def fake_model(x: torch.Tensor, t) -> torch.Tensor:
     return 0.8 * torch.sin(1.3 * x + 0.002 * float(t)) + 0.3 * x
 
 
-def fake_model_with_variance(log_variance: bool):
-    """Prediction and variance channels (B, 2C, …): v ∈ [−1, 1] ("learned_range") or log σ² ("learned")."""
+def fake_model_with_variance(variance: bool):
+    """Prediction and variance channels (B, 2C, …): v ∈ [−1, 1] ("learned_range") or σ² > 0 ("learned")."""
 
     def model(x, t):
         extra = torch.tanh(0.7 * x - 0.001 * float(t))
-        return torch.cat([fake_model(x, t), -5.0 + extra if log_variance else extra], dim=1)
+        return torch.cat([fake_model(x, t), torch.exp(-5.0 + extra) if variance else extra], dim=1)
 
     return model
 
@@ -126,8 +126,8 @@ def test_ddpm_sampling_matches_diffusers(beta_schedule, prediction_type, timeste
     offsets = (0, 1) if timestep_spacing == "leading" else (0,)
     for steps_offset in offsets:
         # every variance type diffusers gets right, x̂_0 clipped
-        for variance_type in ("fixed_small", "fixed_small_log", "fixed_large", "learned_range"):
-            model = fake_model_with_variance(False) if variance_type == "learned_range" else fake_model
+        for variance_type in ("fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range"):
+            model = fake_model_with_variance(variance_type == "learned") if variance_type.startswith("learned") else fake_model
             config = dict(base, variance_type=variance_type, steps_offset=steps_offset, **SAMPLE_PROCESSING["clip"])
             assert_same_run(GenZooDDPMScheduler, config, 0, dict(num_inference_steps=10), model=model)
         # no clipping, and dynamic thresholding
@@ -138,17 +138,10 @@ def test_ddpm_sampling_matches_diffusers(beta_schedule, prediction_type, timeste
 
 def test_ddpm_departures_from_diffusers():
     """Where diffusers 0.42 cannot be right, ours follows the papers; each difference is pinned down exactly."""
-    # "learned": our extra channels are log σ² (Nichol & Dhariwal); diffusers reads them as σ², so feeding it exp(·)
-    # of the same channels gives the same numbers.
-    ours_model = fake_model_with_variance(log_variance=True)
-
-    def diffusers_model(x, t):
-        prediction, log_variance = ours_model(x, t).chunk(2, dim=1)
-        return torch.cat([prediction, log_variance.exp()], dim=1)
-
+    # "learned": the extra channels are σ², read as diffusers reads them: the same numbers.
     assert_same_run(
         GenZooDDPMScheduler, dict(variance_type="learned"), 0, dict(num_inference_steps=10),
-        model=ours_model, their_model=diffusers_model,
+        model=fake_model_with_variance(variance=True),
     )
     # "fixed_large_log": σ² = β_t, the same numbers as diffusers' "fixed_large"; diffusers itself returns NaN
     # (it takes the square root of log β_t < 0).
@@ -468,7 +461,7 @@ def perfect_model(scheduler, x_0, log_variance=None):
         output = {"epsilon": epsilon, "sample": x_0, "v_prediction": a.sqrt() * epsilon - (1 - a).sqrt() * x_0}
         output = output[scheduler.config.prediction_type]
         if log_variance == "learned":
-            return torch.cat([output, log_posterior_variance[t].view(-1, 1, 1, 1).expand_as(output)], dim=1)
+            return torch.cat([output, log_posterior_variance[t].exp().view(-1, 1, 1, 1).expand_as(output)], dim=1)
         if log_variance == "learned_range":  # v = −1: all weight on log β̃_t
             return torch.cat([output, -torch.ones_like(output)], dim=1)
         return output
@@ -535,7 +528,7 @@ def as_prediction(scheduler, x0_model, extra=None):
 
 @pytest.mark.parametrize(
     "variance_type,extra",
-    [("fixed_small", None), ("fixed_large", None), ("learned", lambda x: -3 + 0.5 * torch.sin(x)),
+    [("fixed_small", None), ("fixed_large", None), ("learned", lambda x: torch.exp(-3 + 0.5 * torch.sin(x))),
      ("learned_range", lambda x: torch.tanh(x))],
 )
 def test_bound_is_the_same_for_every_parameterisation(variance_type, extra):

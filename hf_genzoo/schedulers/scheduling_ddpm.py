@@ -21,9 +21,10 @@ Notation (../shared/EQUATIONS.md, "DDPM"; steps counted from 0 in code, from 1 i
     v = √ᾱ_t ε − √(1−ᾱ_t) x_0   the "v_prediction" target (Salimans & Ho 2022, §4)
 
 Variance types, as diffusers names them: fixed_small σ_t² = β̃_t; fixed_large σ_t² = β_t (Ho et al. §3.2); the "_log"
-variants are the same variances (GLIDE computes them in log space); learned: the model outputs log σ_t² in C extra
-channels; learned_range: the model outputs v ∈ [−1, 1] and log σ_t² = ½(v+1) log β_t + ½(1−v) log β̃_t
-(Nichol & Dhariwal 2021, eq. 15). Where this departs from diffusers ("learned", "fixed_large_log") is said at `step`.
+variants are the same variances (GLIDE computes them in log space); learned: the model outputs σ_t² in C extra
+channels (diffusers' reading); learned_range: the model outputs v ∈ [−1, 1] and log σ_t² = ½(v+1) log β_t +
+½(1−v) log β̃_t (Nichol & Dhariwal 2021, eq. 15). Where this departs from diffusers ("fixed_large_log") is said at
+`step`.
 """
 
 from __future__ import annotations
@@ -330,16 +331,16 @@ class GenZooDDPMScheduler(SchedulerMixin, ConfigMixin):
 
         Args:
             model_output: the model's output at (x_t, t): ε, x_0 or v (B, C, …); for the learned variance types
-                (B, 2C, …), the second half being log σ_t² ("learned") or v ∈ [−1, 1] ("learned_range").
+                (B, 2C, …), the second half being σ_t² ("learned", as diffusers reads it) or v ∈ [−1, 1]
+                ("learned_range").
             timestep: t, one of `timesteps`.
             sample: x_t (B, C, …).
             generator: for the noise z; no noise is drawn at t = 0 (as in diffusers, so generator states agree).
             return_dict: return a `GenZooDDPMSchedulerOutput` rather than a tuple (prev_sample, pred_original_sample).
             variance_noise: z given directly instead of drawn from `generator`.
 
-        Two departures from diffusers 0.42, both where diffusers' numbers cannot be meant: "learned" reads the extra
-        channels as log σ_t² (Nichol & Dhariwal's LEARNED; diffusers takes their square root as σ_t, i.e. reads
-        them as σ_t²), and "fixed_large_log" uses σ_t² = β_t (diffusers takes √(log β_t), which is NaN).
+        One departure from diffusers 0.42, where its numbers cannot be meant: "fixed_large_log" uses σ_t² = β_t
+        (diffusers takes √(log β_t), which is NaN).
         """
         t = int(timestep)
         if self._step_constants_timesteps is not self.timesteps:
@@ -392,7 +393,7 @@ class GenZooDDPMScheduler(SchedulerMixin, ConfigMixin):
     def _learned_log_variance(self, predicted_variance, log_beta, log_posterior_variance):
         """log σ_t² from the model's variance channels."""
         if self.variance_type == "learned":
-            return predicted_variance
+            return torch.log(predicted_variance)  # the channels are σ_t² itself, as diffusers reads them
         # learned_range: log σ² = frac·log β_t + (1 − frac)·log β̃_t, frac = (v + 1)/2, Nichol & Dhariwal eq. (15)
         frac = (predicted_variance + 1) / 2
         return frac * log_beta + (1 - frac) * log_posterior_variance
