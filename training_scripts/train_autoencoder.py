@@ -343,6 +343,7 @@ def main(args: argparse.Namespace) -> str:
             micro_index += 1
             out = training_step(accelerator, model, optimizer, lr_scheduler, x, noise, args.max_grad_norm)
             if out is None:
+                progress.close()
                 raise TrainingDivergedError(
                     f"the loss stopped being finite at step {global_step + 1}; nothing was saved for this step. "
                     f"The last good checkpoint is {last_good_checkpoint or '(none yet)'}: lower --learning_rate and "
