@@ -163,3 +163,47 @@ def dynamic_threshold(pred_original_sample: torch.Tensor, ratio: float, max_valu
         flat = flat.float()  # quantile needs float32/64
     s = torch.quantile(flat.abs(), ratio, dim=1).clamp(min=1, max=max_value).unsqueeze(1)  # (B, 1)
     return (torch.clamp(flat, -s, s) / s).reshape(shape).to(dtype)
+
+
+def per_timestep(values: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """values[timesteps] shaped (B, 1, …, 1) to broadcast against `like` (B, …)."""
+    return values[timesteps].reshape(-1, *([1] * (like.ndim - 1)))
+
+
+class ForwardProcessMixin:
+    """The forward process q(x_t | x_0) that every scheduler of the DDPM family shares (needs `alphas_cumprod`
+    and `config.num_train_timesteps`): `add_noise`, `get_velocity`, and the scheduler-interface no-ops."""
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
+        """x_t goes to the model unscaled; kept for the scheduler interface."""
+        return sample
+
+    def _sqrt_alphas_cumprod(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(√ᾱ, √(1−ᾱ)) over all training steps, on `like`'s device and in its dtype (cached)."""
+        cache = self._sqrt_alphas_cumprod_cache  # {(device, dtype): tensors}, set in each scheduler's __init__
+        key = (like.device, like.dtype)
+        if key not in cache:
+            alphas_cumprod = self.alphas_cumprod.to(device=like.device, dtype=like.dtype)
+            cache[key] = (alphas_cumprod**0.5, (1 - alphas_cumprod) ** 0.5)
+        return cache[key]
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor) -> torch.Tensor:
+        """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε, the closed form of q(x_t | x_0) (EQUATIONS.md; Ho et al. eq. 4)."""
+        sqrt_alpha_prod, sqrt_beta_prod = self._sqrt_alphas_cumprod(original_samples)
+        timesteps = torch.as_tensor(timesteps, device=original_samples.device).reshape(-1)
+        return (
+            per_timestep(sqrt_alpha_prod, timesteps, original_samples) * original_samples
+            + per_timestep(sqrt_beta_prod, timesteps, original_samples) * noise
+        )
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor) -> torch.Tensor:
+        """v = √ᾱ_t ε − √(1−ᾱ_t) x_0, the v-prediction target (Salimans & Ho 2022, §4); `sample` is x_0."""
+        sqrt_alpha_prod, sqrt_beta_prod = self._sqrt_alphas_cumprod(sample)
+        timesteps = torch.as_tensor(timesteps, device=sample.device).reshape(-1)
+        return (
+            per_timestep(sqrt_alpha_prod, timesteps, sample) * noise
+            - per_timestep(sqrt_beta_prod, timesteps, sample) * sample
+        )
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps

@@ -40,6 +40,7 @@ from .schedules import (
     BETA_SCHEDULES,
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
+    ForwardProcessMixin,
     check_choice,
     dynamic_threshold,
     make_betas,
@@ -121,7 +122,7 @@ def _make_alphas_cumprod(num_train_timesteps, beta_start, beta_end, beta_schedul
     return betas, alphas, torch.cumprod(alphas, dim=0)
 
 
-class GenZooDDIMScheduler(SchedulerMixin, ConfigMixin):
+class GenZooDDIMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
     """DDIM sampling, eq. (12) with σ_t(η) of eq. (16): η = 0 deterministic DDIM, η = 1 DDPM-like.
 
     Args:
@@ -183,10 +184,6 @@ class GenZooDDIMScheduler(SchedulerMixin, ConfigMixin):
         self._step_constants: list[_StepConstants] = []
         self._step_constants_num_inference_steps = None
         self._sqrt_alphas_cumprod_cache: dict = {}
-
-    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
-        """DDIM feeds x_t to the model unscaled; kept for the scheduler interface."""
-        return sample
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Choose S = num_inference_steps steps spaced by `timestep_spacing`, and tabulate the step constants."""
@@ -293,35 +290,7 @@ class GenZooDDIMScheduler(SchedulerMixin, ConfigMixin):
             return (prev_sample, pred_original_sample)
         return GenZooDDIMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
 
-    def _sqrt_alphas_cumprod(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(√ᾱ, √(1−ᾱ)) over all training steps, on `like`'s device and in its dtype (cached)."""
-        key = (like.device, like.dtype)
-        if key not in self._sqrt_alphas_cumprod_cache:
-            alphas_cumprod = self.alphas_cumprod.to(device=like.device, dtype=like.dtype)
-            self._sqrt_alphas_cumprod_cache[key] = (alphas_cumprod**0.5, (1 - alphas_cumprod) ** 0.5)
-        return self._sqrt_alphas_cumprod_cache[key]
-
-    def add_noise(
-        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor
-    ) -> torch.Tensor:
-        """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε, the closed form of q(x_t | x_0) (EQUATIONS.md, DDPM)."""
-        sqrt_alpha_prod, sqrt_beta_prod = self._sqrt_alphas_cumprod(original_samples)
-        index = torch.as_tensor(timesteps, device=original_samples.device).reshape(-1)
-        shape = (-1,) + (1,) * (original_samples.ndim - 1)
-        return sqrt_alpha_prod[index].reshape(shape) * original_samples + sqrt_beta_prod[index].reshape(shape) * noise
-
-    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor) -> torch.Tensor:
-        """v = √ᾱ_t ε − √(1−ᾱ_t) x_0 (Salimans & Ho 2022, §4); `sample` is x_0."""
-        sqrt_alpha_prod, sqrt_beta_prod = self._sqrt_alphas_cumprod(sample)
-        index = torch.as_tensor(timesteps, device=sample.device).reshape(-1)
-        shape = (-1,) + (1,) * (sample.ndim - 1)
-        return sqrt_alpha_prod[index].reshape(shape) * noise - sqrt_beta_prod[index].reshape(shape) * sample
-
-    def __len__(self) -> int:
-        return self.config.num_train_timesteps
-
-
-class GenZooDDIMInverseScheduler(SchedulerMixin, ConfigMixin):
+class GenZooDDIMInverseScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
     """Deterministic DDIM run backwards, x_0 → x_T: eq. (12) with η = 0 solved for the noisier sample (§4.3).
 
     Each step goes from t_s = t − T // S to t and evaluates the model at (x_{t_s}, t), the usual approximation
@@ -386,9 +355,7 @@ class GenZooDDIMInverseScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.arange(num_train_timesteps, dtype=torch.int64)
         self._step_constants: list[_StepConstants] = []
         self._step_constants_num_inference_steps = None
-
-    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
-        return sample
+        self._sqrt_alphas_cumprod_cache: dict = {}
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """The steps of `GenZooDDIMScheduler.set_timesteps`, in increasing order."""
@@ -450,10 +417,6 @@ class GenZooDDIMInverseScheduler(SchedulerMixin, ConfigMixin):
         if not return_dict:
             return (prev_sample, pred_original_sample)
         return GenZooDDIMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
-
-    def __len__(self) -> int:
-        return self.config.num_train_timesteps
-
 
 def _as_scheduler(scheduler_config_or_scheduler, cls):
     if isinstance(scheduler_config_or_scheduler, cls):

@@ -44,9 +44,11 @@ from .schedules import (
     BETA_SCHEDULES,
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
+    ForwardProcessMixin,
     check_choice,
     dynamic_threshold,
     make_betas,
+    per_timestep,
     rescale_zero_terminal_snr,
     spaced_timesteps,
 )
@@ -144,12 +146,7 @@ def discretized_gaussian_log_likelihood(
     return torch.where(x_0 < -0.999, log_first_bin, torch.where(x_0 > 0.999, log_last_bin, log_bin))
 
 
-def _per_timestep(values: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """values[timesteps] shaped (B, 1, …, 1) to broadcast against `like` (B, …)."""
-    return values[timesteps].reshape(-1, *([1] * (like.ndim - 1)))
-
-
-class GenZooDDPMScheduler(SchedulerMixin, ConfigMixin):
+class GenZooDDPMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
     """Ancestral sampling of Ho et al. 2020 (Algorithm 2), with the posterior q(x_{t−1} | x_t, x_0) and the
     variational bound.
 
@@ -222,10 +219,6 @@ class GenZooDDPMScheduler(SchedulerMixin, ConfigMixin):
         self._step_constants_timesteps = None  # the `timesteps` tensor the table was built for
         self._sqrt_alphas_cumprod_cache: dict = {}
         self._train_chain_cache: dict[str, torch.Tensor] = {}
-
-    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
-        """DDPM feeds x_t to the model unscaled; kept for the scheduler interface."""
-        return sample
 
     def set_timesteps(
         self,
@@ -398,37 +391,6 @@ class GenZooDDPMScheduler(SchedulerMixin, ConfigMixin):
         frac = (predicted_variance + 1) / 2
         return frac * log_beta + (1 - frac) * log_posterior_variance
 
-    def _sqrt_alphas_cumprod(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(√ᾱ, √(1−ᾱ)) over all training steps, on `like`'s device and in its dtype (cached)."""
-        key = (like.device, like.dtype)
-        if key not in self._sqrt_alphas_cumprod_cache:
-            alphas_cumprod = self.alphas_cumprod.to(device=like.device, dtype=like.dtype)
-            self._sqrt_alphas_cumprod_cache[key] = (alphas_cumprod**0.5, (1 - alphas_cumprod) ** 0.5)
-        return self._sqrt_alphas_cumprod_cache[key]
-
-    def add_noise(
-        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor
-    ) -> torch.Tensor:
-        """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε, the closed form of q(x_t | x_0) (EQUATIONS.md; Ho et al. eq. 4)."""
-        sqrt_alpha_prod, sqrt_beta_prod = self._sqrt_alphas_cumprod(original_samples)
-        timesteps = torch.as_tensor(timesteps, device=original_samples.device)
-        return (
-            _per_timestep(sqrt_alpha_prod, timesteps, original_samples) * original_samples
-            + _per_timestep(sqrt_beta_prod, timesteps, original_samples) * noise
-        )
-
-    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor) -> torch.Tensor:
-        """v = √ᾱ_t ε − √(1−ᾱ_t) x_0, the v-prediction target (Salimans & Ho 2022, §4); `sample` is x_0."""
-        sqrt_alpha_prod, sqrt_beta_prod = self._sqrt_alphas_cumprod(sample)
-        timesteps = torch.as_tensor(timesteps, device=sample.device)
-        return (
-            _per_timestep(sqrt_alpha_prod, timesteps, sample) * noise
-            - _per_timestep(sqrt_beta_prod, timesteps, sample) * sample
-        )
-
-    def __len__(self) -> int:
-        return self.config.num_train_timesteps
-
     # ----- the training chain: posterior and variational bound (t' = t − 1) -----
 
     def _train_chain(self) -> dict[str, torch.Tensor]:
@@ -474,10 +436,10 @@ class GenZooDDPMScheduler(SchedulerMixin, ConfigMixin):
         chain = {k: v.to(device=x_t.device, dtype=x_t.dtype) for k, v in self._train_chain().items()}
         t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
         mean = (
-            _per_timestep(chain["posterior_mean_coef_x0"], t, x_t) * x_0
-            + _per_timestep(chain["posterior_mean_coef_xt"], t, x_t) * x_t
+            per_timestep(chain["posterior_mean_coef_x0"], t, x_t) * x_0
+            + per_timestep(chain["posterior_mean_coef_xt"], t, x_t) * x_t
         )
-        return mean, _per_timestep(chain["posterior_variance"], t, x_t)
+        return mean, per_timestep(chain["posterior_variance"], t, x_t)
 
     def variational_bound(
         self,
