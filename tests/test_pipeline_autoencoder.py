@@ -7,7 +7,6 @@ import PIL.Image
 import pytest
 import torch
 
-import hf_genzoo
 from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel
 from hf_genzoo.pipelines.pipeline_autoencoder import slerp
 

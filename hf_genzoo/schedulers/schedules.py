@@ -165,6 +165,15 @@ def dynamic_threshold(pred_original_sample: torch.Tensor, ratio: float, max_valu
     return (torch.clamp(flat, -s, s) / s).reshape(shape).to(dtype)
 
 
+def make_alphas_cumprod(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_zero_snr):
+    """(β_t, α_t = 1 − β_t, ᾱ_t = Π_{τ≤t} α_τ), each float32 (T,), with the optional zero-terminal-SNR rescale."""
+    betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
+    if rescale_zero_snr:
+        betas = rescale_zero_terminal_snr(betas)
+    alphas = 1.0 - betas
+    return betas, alphas, torch.cumprod(alphas, dim=0)
+
+
 def per_timestep(values: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values[timesteps] shaped (B, 1, …, 1) to broadcast against `like` (B, …)."""
     return values[timesteps].reshape(-1, *([1] * (like.ndim - 1)))

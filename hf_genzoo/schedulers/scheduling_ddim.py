@@ -43,8 +43,7 @@ from .schedules import (
     ForwardProcessMixin,
     check_choice,
     dynamic_threshold,
-    make_betas,
-    rescale_zero_terminal_snr,
+    make_alphas_cumprod,
     spaced_timesteps,
 )
 
@@ -114,14 +113,6 @@ def _predict_original_sample_and_epsilon(prediction_type, model_output, sample, 
     return pred_original_sample, pred_epsilon
 
 
-def _make_alphas_cumprod(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_zero_snr):
-    betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-    if rescale_zero_snr:
-        betas = rescale_zero_terminal_snr(betas)
-    alphas = 1.0 - betas
-    return betas, alphas, torch.cumprod(alphas, dim=0)
-
-
 class GenZooDDIMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
     """DDIM sampling, eq. (12) with σ_t(η) of eq. (16): η = 0 deterministic DDIM, η = 1 DDPM-like.
 
@@ -173,7 +164,7 @@ class GenZooDDIMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
 
-        self.betas, self.alphas, self.alphas_cumprod = _make_alphas_cumprod(
+        self.betas, self.alphas, self.alphas_cumprod = make_alphas_cumprod(
             num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr
         )
         # ᾱ_{t'} for the last step, where t' < 0
@@ -345,7 +336,7 @@ class GenZooDDIMInverseScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixi
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("timestep_spacing", timestep_spacing, INVERSE_TIMESTEP_SPACINGS)
 
-        self.betas, self.alphas, self.alphas_cumprod = _make_alphas_cumprod(
+        self.betas, self.alphas, self.alphas_cumprod = make_alphas_cumprod(
             num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr
         )
         # ᾱ of the step before the first, where t − T // S < 0

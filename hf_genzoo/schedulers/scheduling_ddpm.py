@@ -47,9 +47,8 @@ from .schedules import (
     ForwardProcessMixin,
     check_choice,
     dynamic_threshold,
-    make_betas,
+    make_alphas_cumprod,
     per_timestep,
-    rescale_zero_terminal_snr,
     spaced_timesteps,
 )
 
@@ -202,11 +201,9 @@ class GenZooDDPMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
 
-        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-        if rescale_betas_zero_snr:
-            self.betas = rescale_zero_terminal_snr(self.betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)  # ᾱ_t, float32 (T,)
+        self.betas, self.alphas, self.alphas_cumprod = make_alphas_cumprod(  # β_t, α_t, ᾱ_t: float32 (T,)
+            num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr
+        )
         self.one = torch.tensor(1.0)  # ᾱ past the last step
 
         self.init_noise_sigma = 1.0  # x_T ~ N(0, I)
