@@ -153,3 +153,16 @@ def test_two_gloo_ranks_on_cpu(tmp_path):
     log = "\n".join(result.stdout + result.stderr)
     assert "on 2 process(es)" in log
     assert (out / "model_index.json").is_file()
+
+
+def test_report_to_tensorboard_logs_loss_terms_and_validation_grids(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tracked"
+    run(*tiny_args(out, "--model", "vae", "--max_train_steps", "4", "--validation_steps", "2", "--report_to", "tensorboard"))
+    (events,) = (out / "logs" / "train_autoencoder").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    assert {"loss", "reconstruction", "kl", "elbo", "lr"} <= set(accumulator.Tags()["scalars"])
+    assert [event.step for event in accumulator.Scalars("loss")] == [1, 2, 3, 4]
+    assert [event.step for event in accumulator.Images("validation")] == [2, 4]

@@ -22,6 +22,7 @@ import shutil
 import sys
 import time
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
@@ -222,6 +223,16 @@ def validation_grid(model, images: torch.Tensor, generator_seed: int, num_sample
     return image_grid(torch.cat(rows), nrow=len(images))
 
 
+def log_grid(accelerator: Accelerator, grid, step: int) -> None:
+    """Send the validation grid to the trackers that take images (TensorBoard, Weights & Biases)."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            image = np.asarray(grid.convert("RGB"))[None]  # (1, H, W, 3)
+            tracker.log_images({"validation": image}, step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({"validation": [grid]}, step)
+
+
 def training_step(accelerator, model, optimizer, lr_scheduler, x, generator, max_grad_norm: float):
     """One micro-batch: loss under autocast, backward, and (on accumulation boundaries) the optimiser step.
     Returns the loss terms, or None (before any update) when the loss is not finite."""
@@ -367,6 +378,7 @@ def main(args: argparse.Namespace) -> str:
                 grid = validation_grid(unwrapped, grid_images, args.seed)
                 os.makedirs(os.path.join(args.output_dir, "validation"), exist_ok=True)
                 grid.save(os.path.join(args.output_dir, "validation", f"step-{global_step:06d}.png"))
+                log_grid(accelerator, grid, global_step)
             if global_step >= max_train_steps:
                 break
     train_seconds = time.perf_counter() - start_time
