@@ -53,13 +53,16 @@ def evaluate_autoencoder(
     sums = {"mse": 0.0, "psnr": 0.0, "elbo_nats": 0.0, "iwae_nats": 0.0}
     for batch in _batches(images, batch_size):
         x = batch.to(device, dtype)
-        reconstruction = model(x).sample
+        if isinstance(model, VAEModel):  # one encoder pass serves the reconstruction and both bounds
+            posterior = model.encode(x).latent_dist
+            reconstruction = model.decode(posterior.mode()).sample
+            sums["elbo_nats"] += vae_elbo(model, x, generator, posterior=posterior).sum().item()
+            if iwae_samples:
+                sums["iwae_nats"] += iwae_bound(model, x, iwae_samples, generator, posterior=posterior).sum().item()
+        else:
+            reconstruction = model(x).sample
         sums["mse"] += mse(x, reconstruction).sum().item()
         sums["psnr"] += psnr(x, reconstruction).sum().item()
-        if isinstance(model, VAEModel):
-            sums["elbo_nats"] += vae_elbo(model, x, generator).sum().item()
-            if iwae_samples:
-                sums["iwae_nats"] += iwae_bound(model, x, iwae_samples, generator).sum().item()
     metrics = {"mse": sums["mse"] / len(images), "psnr": sums["psnr"] / len(images)}
     if isinstance(model, VAEModel):
         for key in ("elbo_nats", "iwae_nats") if iwae_samples else ("elbo_nats",):

@@ -12,19 +12,22 @@ import torch
 
 
 @torch.no_grad()
-def vae_elbo(model, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The ELBO per image in nats, (B,), with a one-sample reconstruction term and the closed-form KL."""
-    posterior = model.encode(images).latent_dist
+def vae_elbo(model, images: torch.Tensor, generator: torch.Generator | None = None, posterior=None) -> torch.Tensor:
+    """The ELBO per image in nats, (B,), with a one-sample reconstruction term and the closed-form KL.
+    `posterior`: q(z|x) of `images` if the caller has it already (saves an encoder pass)."""
+    posterior = posterior if posterior is not None else model.encode(images).latent_dist
     z = posterior.sample(generator)
     return model.log_likelihood(images, model.decoder(z)) - posterior.kl()
 
 
 @torch.no_grad()
-def iwae_bound(model, images: torch.Tensor, num_samples: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The k-sample importance-weighted bound per image in nats, (B,)."""
+def iwae_bound(
+    model, images: torch.Tensor, num_samples: int = 64, generator: torch.Generator | None = None, posterior=None
+) -> torch.Tensor:
+    """The k-sample importance-weighted bound per image in nats, (B,); `posterior` as in `vae_elbo`."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
-    posterior = model.encode(images).latent_dist
+    posterior = posterior if posterior is not None else model.encode(images).latent_dist
     log_weights = []
     for _ in range(num_samples):
         z = posterior.sample(generator)
