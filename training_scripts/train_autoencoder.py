@@ -22,7 +22,6 @@ import shutil
 import sys
 import time
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
@@ -35,6 +34,20 @@ from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel
 from hf_genzoo.data import load_image_dataset
 from hf_genzoo.hub import write_model_card
 from hf_genzoo.metrics import encode_means, evaluate_autoencoder
+from hf_genzoo.training_utils import (
+    TrainingDivergedError,
+    diverged_error,
+    epoch_permutation,
+    find_checkpoint,
+    micro_batch_generator,
+    plan_steps,
+    push_output_folder,
+    resume,
+    save_checkpoint,
+    save_validation_grid,
+    tracker_config,
+    warn_if_single_thread,
+)
 from hf_genzoo.utils import image_grid, save_atomically
 
 logger = get_logger(__name__, log_level="INFO")
@@ -49,10 +62,6 @@ MODEL_VARIANTS = {
 }
 SHAPES_FACTORS = ("shape_0", "color_0", "size_0", "x_0", "y_0", "angle_0")
 DSPRITES_FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss stopped being finite; nothing was saved for the failing step."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -175,41 +184,6 @@ def load_split(args, split: str, max_samples: int | None):
     return columns["pixel_values"], factors
 
 
-def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same batches."""
-    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-
-
-def checkpoint_steps(output_dir: str) -> list[int]:
-    """Steps of the complete `checkpoint-N` folders in `output_dir`, in increasing order."""
-    if not os.path.isdir(output_dir):
-        return []
-    names = (d.split("-", 1)[1] for d in os.listdir(output_dir) if d.startswith("checkpoint-"))
-    return sorted(int(step) for step in names if step.isdigit())
-
-
-def find_checkpoint(output_dir: str, name: str) -> str | None:
-    """A checkpoint folder by path or name, or the newest one for "latest" (None if there is none)."""
-    if name != "latest":
-        return name if os.path.isdir(name) else os.path.join(output_dir, name)
-    steps = checkpoint_steps(output_dir)
-    return os.path.join(output_dir, f"checkpoint-{steps[-1]}") if steps else None
-
-
-def save_checkpoint(accelerator: Accelerator, args, global_step: int) -> None:
-    """`save_state` into a temporary folder renamed into place, so a kill never leaves a half checkpoint."""
-    final = os.path.join(args.output_dir, f"checkpoint-{global_step}")
-    tmp = final + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    steps = checkpoint_steps(args.output_dir)
-    for step in steps[: max(0, len(steps) - args.checkpoints_total_limit)]:
-        shutil.rmtree(os.path.join(args.output_dir, f"checkpoint-{step}"), ignore_errors=True)
-    logger.info(f"saved {final}")
-
-
 @torch.no_grad()
 def validation_grid(model, images: torch.Tensor, generator_seed: int, num_samples: int = 16):
     """Top: held-out images; middle: their reconstructions; bottom: samples (if the model can sample)."""
@@ -221,16 +195,6 @@ def validation_grid(model, images: torch.Tensor, generator_seed: int, num_sample
         rows.append(model.decode(z.to(model.device)).sample.float().cpu())
     model.train()
     return image_grid(torch.cat(rows), nrow=len(images))
-
-
-def log_grid(accelerator: Accelerator, grid, step: int) -> None:
-    """Send the validation grid to the trackers that take images (TensorBoard, Weights & Biases)."""
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            image = np.asarray(grid.convert("RGB"))[None]  # (1, H, W, 3)
-            tracker.log_images({"validation": image}, step, dataformats="NHWC")
-        elif tracker.name == "wandb":
-            tracker.log_images({"validation": [grid]}, step)
 
 
 def training_step(accelerator, model, optimizer, lr_scheduler, x, generator, max_grad_norm: float):
@@ -260,12 +224,7 @@ def main(args: argparse.Namespace) -> str:
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(args.seed)
-    if accelerator.device.type == "cpu" and torch.get_num_threads() == 1 and (os.cpu_count() or 1) > accelerator.num_processes:
-        logger.warning(
-            f"training on 1 CPU thread of {os.cpu_count()}: `accelerate launch` sets OMP_NUM_THREADS=1 unless told "
-            f"otherwise; pass `--num_cpu_threads_per_process {os.cpu_count() // accelerator.num_processes}` or run the "
-            f"script with plain `python` for a single process"
-        )
+    warn_if_single_thread(accelerator, logger)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
 
@@ -280,17 +239,9 @@ def main(args: argparse.Namespace) -> str:
         train_images = train_images[:-num_eval]
     num_train = len(train_images)
     global_batch = args.train_batch_size * accelerator.num_processes
-    batches_per_epoch = num_train // global_batch
-    if batches_per_epoch < 1:
-        raise ValueError(f"{num_train} training images are fewer than one global batch of {global_batch}")
-    steps_per_epoch = batches_per_epoch // args.gradient_accumulation_steps
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"an epoch of {batches_per_epoch} batches is shorter than --gradient_accumulation_steps "
-            f"{args.gradient_accumulation_steps}"
-        )
-    batches_per_epoch = steps_per_epoch * args.gradient_accumulation_steps  # epochs end on an optimiser step
-    max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
+    batches_per_epoch, max_train_steps = plan_steps(
+        num_train, global_batch, args.gradient_accumulation_steps, args.num_epochs, args.max_train_steps
+    )
 
     # 2. model, optimiser, schedule, EMA
     model = build_model(args)
@@ -315,20 +266,10 @@ def main(args: argparse.Namespace) -> str:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
     if accelerator.is_main_process and args.report_to != "none":
-        accelerator.init_trackers("train_autoencoder", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+        accelerator.init_trackers("train_autoencoder", config=tracker_config(args))
 
     # 3. resume
-    global_step = 0
-    if args.resume_from_checkpoint:
-        path = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
-        if path is None:
-            logger.info(f"no checkpoint in {args.output_dir}; starting from scratch")
-        elif not os.path.isdir(path):
-            raise ValueError(f"checkpoint {path} does not exist")
-        else:
-            accelerator.load_state(path)
-            global_step = int(os.path.basename(path.rstrip("/")).split("-")[1])
-            logger.info(f"resumed from {path} at step {global_step}")
+    global_step = resume(accelerator, args.output_dir, args.resume_from_checkpoint)
 
     logger.info(f"{num_train} training images, {global_batch} per step on {accelerator.num_processes} process(es), {max_train_steps} steps")
     progress = tqdm(range(max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
@@ -349,16 +290,12 @@ def main(args: argparse.Namespace) -> str:
             x = train_images[indices].to(accelerator.device)
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            noise = torch.Generator().manual_seed((args.seed * 1_000_003 + micro_index) * 64 + accelerator.process_index)
+            noise = micro_batch_generator(args.seed, micro_index, accelerator.process_index)
             micro_index += 1
             out = training_step(accelerator, model, optimizer, lr_scheduler, x, noise, args.max_grad_norm)
             if out is None:
                 progress.close()
-                raise TrainingDivergedError(
-                    f"the loss stopped being finite at step {global_step + 1}; nothing was saved for this step. "
-                    f"The last good checkpoint is {last_good_checkpoint or '(none yet)'}: lower --learning_rate and "
-                    f"resume with --resume_from_checkpoint latest"
-                )
+                raise diverged_error(global_step + 1, last_good_checkpoint)
 
             if not accelerator.sync_gradients:
                 continue
@@ -372,13 +309,11 @@ def main(args: argparse.Namespace) -> str:
 
             if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
                 if accelerator.is_main_process:
-                    save_checkpoint(accelerator, args, global_step)
-                    last_good_checkpoint = os.path.join(args.output_dir, f"checkpoint-{global_step}")
+                    last_good_checkpoint = save_checkpoint(
+                        accelerator, args.output_dir, global_step, args.checkpoints_total_limit
+                    )
             if accelerator.is_main_process and global_step % args.validation_steps == 0:
-                grid = validation_grid(unwrapped, grid_images, args.seed)
-                os.makedirs(os.path.join(args.output_dir, "validation"), exist_ok=True)
-                grid.save(os.path.join(args.output_dir, "validation", f"step-{global_step:06d}.png"))
-                log_grid(accelerator, grid, global_step)
+                save_validation_grid(accelerator, args.output_dir, validation_grid(unwrapped, grid_images, args.seed), global_step)
             if global_step >= max_train_steps:
                 break
     train_seconds = time.perf_counter() - start_time
@@ -407,16 +342,7 @@ def main(args: argparse.Namespace) -> str:
         logger.info(f"metrics: {json.dumps(metrics)}")
         save_model_folder(args, final_model, metrics, validation_grid(final_model, grid_images, args.seed, num_samples=64))
         if args.push_to_hub:
-            from huggingface_hub import create_repo, upload_folder
-
-            create_repo(args.hub_model_id, exist_ok=True, token=args.hub_token)
-            upload_folder(
-                repo_id=args.hub_model_id,
-                folder_path=args.output_dir,
-                commit_message=f"{args.model} trained for {global_step} steps",
-                ignore_patterns=["checkpoint-*", "checkpoint-*/**", f"{args.logging_dir}/**", "validation/**", ".staging*"],
-                token=args.hub_token,
-            )
+            push_output_folder(args, f"{args.model} trained for {global_step} steps")
     accelerator.end_training()
     return args.output_dir
 

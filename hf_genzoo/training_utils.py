@@ -1,0 +1,156 @@
+"""What every training script shares: deterministic data order, atomic checkpoints and resume, divergence
+handling, validation grids for the trackers, the thread-count warning and the Hub upload.
+
+Data order is a pure function of (seed, epoch) and the noise of each micro-batch of (seed, micro-batch index,
+rank), so a run resumed from a checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+logger = logging.getLogger(__name__)
+
+# the Hub upload leaves out what only matters to the local run
+UPLOAD_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "validation/**", ".staging*"]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss stopped being finite; nothing was saved for the failing step."""
+
+
+def diverged_error(step: int, last_good_checkpoint: str | None, what: str = "the loss") -> TrainingDivergedError:
+    return TrainingDivergedError(
+        f"{what} stopped being finite at step {step}; nothing was saved for this step. The last good checkpoint "
+        f"is {last_good_checkpoint or '(none yet)'}: lower --learning_rate and resume with "
+        f"--resume_from_checkpoint latest"
+    )
+
+
+def warn_if_single_thread(accelerator: Accelerator, log=logger) -> None:
+    """`accelerate launch` sets OMP_NUM_THREADS=1 on CPU unless told otherwise: say so, it costs 2×+ here."""
+    cpus = os.cpu_count() or 1
+    if accelerator.device.type == "cpu" and torch.get_num_threads() == 1 and cpus > accelerator.num_processes:
+        log.warning(
+            f"training on 1 CPU thread of {cpus}: `accelerate launch` sets OMP_NUM_THREADS=1 unless told "
+            f"otherwise; pass `--num_cpu_threads_per_process {cpus // accelerator.num_processes}` or run the "
+            f"script with plain `python` for a single process"
+        )
+
+
+def plan_steps(
+    num_train: int, global_batch: int, gradient_accumulation_steps: int, num_epochs: int, max_train_steps: int | None
+) -> tuple[int, int]:
+    """(micro-batches per epoch, optimiser steps in the run). Epochs end on an optimiser step; the last partial
+    batch of an epoch is dropped."""
+    batches_per_epoch = num_train // global_batch
+    if batches_per_epoch < 1:
+        raise ValueError(f"{num_train} training images are fewer than one global batch of {global_batch}")
+    steps_per_epoch = batches_per_epoch // gradient_accumulation_steps
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"an epoch of {batches_per_epoch} batches is shorter than --gradient_accumulation_steps "
+            f"{gradient_accumulation_steps}"
+        )
+    return steps_per_epoch * gradient_accumulation_steps, max_train_steps or num_epochs * steps_per_epoch
+
+
+def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same batches."""
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def micro_batch_generator(seed: int, micro_index: int, rank: int) -> torch.Generator:
+    """The CPU generator of one micro-batch's noise (corruption, t, ε, label dropout): (seed, index, rank)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + micro_index) * 64 + rank)
+
+
+def checkpoint_steps(output_dir: str) -> list[int]:
+    """Steps of the complete `checkpoint-N` folders in `output_dir`, in increasing order."""
+    if not os.path.isdir(output_dir):
+        return []
+    names = (d.split("-", 1)[1] for d in os.listdir(output_dir) if d.startswith("checkpoint-"))
+    return sorted(int(step) for step in names if step.isdigit())
+
+
+def find_checkpoint(output_dir: str, name: str) -> str | None:
+    """A checkpoint folder by path or name, or the newest one for "latest" (None if there is none)."""
+    if name != "latest":
+        return name if os.path.isdir(name) else os.path.join(output_dir, name)
+    steps = checkpoint_steps(output_dir)
+    return os.path.join(output_dir, f"checkpoint-{steps[-1]}") if steps else None
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str, global_step: int, total_limit: int) -> str:
+    """`save_state` into a temporary folder renamed into place, so a kill never leaves a half checkpoint; then
+    keep only the newest `total_limit` checkpoints. Returns the folder."""
+    final = os.path.join(output_dir, f"checkpoint-{global_step}")
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.save_state(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    steps = checkpoint_steps(output_dir)
+    for step in steps[: max(0, len(steps) - total_limit)]:
+        shutil.rmtree(os.path.join(output_dir, f"checkpoint-{step}"), ignore_errors=True)
+    logger.info(f"saved {final}")
+    return final
+
+
+def resume(accelerator: Accelerator, output_dir: str, resume_from_checkpoint: str | None) -> int:
+    """Load the checkpoint named by `--resume_from_checkpoint` (a path, a name, or "latest") and return its step;
+    0 when there is nothing to resume."""
+    if not resume_from_checkpoint:
+        return 0
+    path = find_checkpoint(output_dir, resume_from_checkpoint)
+    if path is None:
+        logger.info(f"no checkpoint in {output_dir}; starting from scratch")
+        return 0
+    if not os.path.isdir(path):
+        raise ValueError(f"checkpoint {path} does not exist")
+    accelerator.load_state(path)
+    step = int(os.path.basename(path.rstrip("/")).split("-")[1])
+    logger.info(f"resumed from {path} at step {step}")
+    return step
+
+
+def log_grid(accelerator: Accelerator, grid, step: int, name: str = "validation") -> None:
+    """Send a PIL grid to the trackers that take images (TensorBoard, Weights & Biases)."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            image = np.asarray(grid.convert("RGB"))[None]  # (1, H, W, 3)
+            tracker.log_images({name: image}, step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({name: [grid]}, step)
+
+
+def save_validation_grid(accelerator: Accelerator, output_dir: str, grid, step: int) -> None:
+    """validation/step-NNNNNN.png, and the trackers."""
+    os.makedirs(os.path.join(output_dir, "validation"), exist_ok=True)
+    grid.save(os.path.join(output_dir, "validation", f"step-{step:06d}.png"))
+    log_grid(accelerator, grid, step)
+
+
+def tracker_config(args) -> dict:
+    """The flags that trackers can store (scalars only)."""
+    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+
+
+def push_output_folder(args, commit_message: str) -> None:
+    """Upload the model folder (not checkpoints, logs or validation grids) to `args.hub_model_id`."""
+    from huggingface_hub import create_repo, upload_folder
+
+    create_repo(args.hub_model_id, exist_ok=True, token=args.hub_token)
+    upload_folder(
+        repo_id=args.hub_model_id,
+        folder_path=args.output_dir,
+        commit_message=commit_message,
+        ignore_patterns=[*UPLOAD_IGNORE_PATTERNS, f"{args.logging_dir}/**"],
+        token=args.hub_token,
+    )
