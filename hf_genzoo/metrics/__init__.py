@@ -1,11 +1,15 @@
 """What each model family is judged by (../shared/DESIGN.md, "Measured, not claimed")."""
 
 from .disentanglement import discrete_mutual_information, mutual_information_gap
-from .evaluate import encode_means, evaluate_autoencoder, shapes_sample_metrics
+from .domain import DomainClassifier, class_histogram, domain_fid
+from .evaluate import encode_means, evaluate_autoencoder, shapes_conditional_metrics, shapes_sample_metrics
 from .likelihood import iwae_bound, vae_elbo
 from .reconstruction import mse, nats_to_bits_per_dim, psnr
 
 __all__ = [
+    "DomainClassifier",
+    "class_histogram",
+    "domain_fid",
     "discrete_mutual_information",
     "encode_means",
     "evaluate_autoencoder",
@@ -14,6 +18,7 @@ __all__ = [
     "mutual_information_gap",
     "nats_to_bits_per_dim",
     "psnr",
+    "shapes_conditional_metrics",
     "shapes_sample_metrics",
     "vae_elbo",
 ]

@@ -94,3 +94,27 @@ def shapes_sample_metrics(samples: torch.Tensor, oracle) -> dict[str, float]:
     valid = [r for r in readings if r["valid"]]
     seen = {(o["shape"], o["color"]) for r in valid for o in r["objects"]}
     return {"oracle_validity": len(valid) / len(readings), "oracle_coverage": len(seen) / (len(SHAPES) * len(PALETTE))}
+
+
+def shapes_conditional_metrics(samples: torch.Tensor, labels, oracle) -> dict[str, float]:
+    """Oracle validity and coverage of class-conditional shapes-world samples, plus attribute accuracy: the
+    fraction of samples that are valid single-shape scenes whose (shape, colour) is the one asked for. `labels`
+    index `LABEL_NAMES` (label = shape · len(COLORS) + colour, as `class_label`)."""
+    from ..data.shapes import COLORS, PALETTE, SHAPES
+
+    readings = oracle.read_batch(samples)
+    labels = torch.as_tensor(labels).tolist()
+    if len(labels) != len(readings):
+        raise ValueError(f"got {len(readings)} samples and {len(labels)} labels")
+    valid = [r for r in readings if r["valid"]]
+    seen = {(o["shape"], o["color"]) for r in valid for o in r["objects"]}
+    hits = 0
+    for reading, label in zip(readings, labels):
+        shape, color = divmod(int(label), len(COLORS))
+        objects = reading["objects"]
+        hits += bool(reading["valid"] and len(objects) == 1 and (objects[0]["shape"], objects[0]["color"]) == (shape, color))
+    return {
+        "oracle_validity": len(valid) / len(readings),
+        "oracle_coverage": len(seen) / (len(SHAPES) * len(PALETTE)),
+        "oracle_attribute_accuracy": hits / len(readings),
+    }
