@@ -1,0 +1,164 @@
+"""Diffusion training throughput: the step as train_diffusion.py runs it against a loop written the way diffusers'
+unconditional training example (examples/unconditional_image_generation/train_unconditional.py) writes it.
+
+Same UNet config (the script's defaults), same batch size, same process, EMA in both, interleaved rounds:
+
+- reference: fp32, contiguous tensors, a DataLoader whose per-step transform turns PIL images into tensors
+  (resize, centre crop, to tensor, normalise — the example's torchvision transforms, here in PIL/numpy since
+  torchvision is not a dependency), diffusers' `DDPMScheduler.add_noise`, `F.mse_loss`, `EMAModel.step`;
+- ours: `training_step` from training_scripts/train_diffusion.py under `Accelerator(mixed_precision=...)` (bf16
+  autocast on the CPU), channels-last, data preprocessed once into one tensor.
+
+    python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from PIL import Image
+
+from hf_genzoo.data import load_image_dataset, make_shapes_dataset
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_training_script():
+    path = os.path.join(HERE, "..", "training_scripts", "train_diffusion.py")
+    spec = importlib.util.spec_from_file_location("train_diffusion", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def example_transform(resolution: int):
+    """Resize(resolution, bilinear) → CenterCrop(resolution) → ToTensor → Normalize([0.5], [0.5]), per image."""
+
+    def transform(image: Image.Image) -> torch.Tensor:
+        image = image.convert("RGB")
+        scale = resolution / min(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+        left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+        image = image.crop((left, top, left + resolution, top + resolution))
+        array = np.asarray(image, dtype=np.float32) / 255.0  # ToTensor
+        return (torch.from_numpy(array).permute(2, 0, 1) - 0.5) / 0.5  # Normalize
+
+    return transform
+
+
+def fresh_accelerator(mixed_precision: str) -> Accelerator:
+    """The two loops run different precisions in one process: start each from a clean accelerate state."""
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision)
+
+
+def reference_rounds(unet, dataset, batch_size: int, steps: int, lr: float, resolution: int) -> float:
+    """The example's loop in fp32. Returns images/s."""
+    transform = example_transform(resolution)
+    dataset = dataset.with_transform(lambda rows: {"input": [transform(image) for image in rows["image"]]})
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True)
+    accelerator = fresh_accelerator("no")
+    noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=lr)
+    lr_scheduler = get_scheduler("constant", optimizer=optimizer)
+    unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
+    ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, power=0.75)
+    unet.train()
+    batches = iter(loader)
+    start = time.perf_counter()
+    for _ in range(steps):
+        clean_images = next(batches)["input"]
+        noise = torch.randn(clean_images.shape)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (clean_images.shape[0],)).long()
+        noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)
+        with accelerator.accumulate(unet):
+            model_output = unet(noisy_images, timesteps).sample
+            loss = F.mse_loss(model_output.float(), noise.float())
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(unet.parameters(), 1.0)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad()
+        if accelerator.sync_gradients:
+            ema.step(unet.parameters())
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: int, mixed_precision: str) -> float:
+    accelerator = fresh_accelerator(mixed_precision)
+    unet = script.build_unet(args_ns, None).to(memory_format=torch.channels_last)
+    noise_scheduler = script.build_noise_scheduler(args_ns)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=args_ns.learning_rate)
+    lr_scheduler = get_scheduler("constant", optimizer=optimizer)
+    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, power=0.75)
+    unet.train()
+    order = torch.randperm(len(images))
+    start = time.perf_counter()
+    for step in range(steps):
+        x_0 = images[order[step * batch_size : (step + 1) * batch_size]].contiguous(memory_format=torch.channels_last)
+        script.training_step(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, x_0, torch.Generator().manual_seed(step), args_ns)
+        ema.step(unet.parameters())
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--mixed_precision", default="bf16", choices=("no", "bf16", "fp16"))
+    parser.add_argument("--output", default=None, help="write the result as JSON here")
+    args = parser.parse_args()
+
+    script = load_training_script()
+    script_args = script.parse_args(["--resolution", str(args.resolution)])
+    num_images = (args.steps + 3) * args.batch_size
+    raw = make_shapes_dataset(num_samples=num_images, resolution=args.resolution, seed=0)
+    images = load_image_dataset("shapes", resolution=args.resolution, num_samples=num_images)[:]["pixel_values"]
+
+    def fresh_unet():
+        torch.manual_seed(0)
+        return script.build_unet(script_args, None)
+
+    # warm-up of both paths (allocator, autocast kernels), then interleaved timed rounds
+    reference_rounds(fresh_unet(), raw, args.batch_size, 2, script_args.learning_rate, args.resolution)
+    our_rounds(script, script_args, images, args.batch_size, 2, args.mixed_precision)
+    reference, ours = [], []
+    for _ in range(args.rounds):
+        reference.append(reference_rounds(fresh_unet(), raw, args.batch_size, args.steps, script_args.learning_rate, args.resolution))
+        torch.manual_seed(0)
+        ours.append(our_rounds(script, script_args, images, args.batch_size, args.steps, args.mixed_precision))
+    unet = fresh_unet()
+    result = {
+        "model": f"UNet2DModel {list(unet.config.block_out_channels)}, {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters",
+        "batch_size": args.batch_size,
+        "resolution": args.resolution,
+        "threads": torch.get_num_threads(),
+        "reference_fp32_images_per_s": round(float(np.median(reference)), 1),
+        f"ours_{args.mixed_precision}_images_per_s": round(float(np.median(ours)), 1),
+        "speedup": round(float(np.median(ours) / np.median(reference)), 2),
+    }
+    print(json.dumps(result, indent=2))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
