@@ -9,13 +9,16 @@ __version__ = "0.1.0"
 
 from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F401  (diffusers' loader)
 
-from .models import AutoencoderModel, DiagonalGaussian, VAEModel
+from .models import AutoencoderModel, DCGANDiscriminator, DCGANGenerator, DiagonalGaussian, VAEModel
 from .schedulers import GenZooDDIMInverseScheduler, GenZooDDIMScheduler, GenZooDDPMScheduler
-from .pipelines import AutoencoderPipeline, GenZooPipeline, PixelDiffusionPipeline
+from .pipelines import AutoencoderPipeline, GANPipeline, GenZooPipeline, PixelDiffusionPipeline
 
 __all__ = [
     "AutoencoderModel",
     "AutoencoderPipeline",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
+    "GANPipeline",
     "DiagonalGaussian",
     "GenZooDDIMInverseScheduler",
     "GenZooDDIMScheduler",

@@ -25,11 +25,12 @@ class TrainingDivergedError(RuntimeError):
     """The loss stopped being finite; nothing was saved for the failing step."""
 
 
-def diverged_error(step: int, last_good_checkpoint: str | None, what: str = "the loss") -> TrainingDivergedError:
+def diverged_error(
+    step: int, last_good_checkpoint: str | None, what: str = "the loss", flag: str = "--learning_rate"
+) -> TrainingDivergedError:
     return TrainingDivergedError(
         f"{what} stopped being finite at step {step}; nothing was saved for this step. The last good checkpoint "
-        f"is {last_good_checkpoint or '(none yet)'}: lower --learning_rate and resume with "
-        f"--resume_from_checkpoint latest"
+        f"is {last_good_checkpoint or '(none yet)'}: lower {flag} and resume with --resume_from_checkpoint latest"
     )
 
 
@@ -118,6 +119,22 @@ def resume(accelerator: Accelerator, output_dir: str, resume_from_checkpoint: st
     step = int(os.path.basename(path.rstrip("/")).split("-")[1])
     logger.info(f"resumed from {path} at step {step}")
     return step
+
+
+def set_learning_rate(optimizer, learning_rate: float, lr_scheduler=None) -> None:
+    """Make the flag's learning rate the one in force after `load_state`, which restores the checkpoint's (so
+    "lower --learning_rate and resume" works). With a LambdaLR schedule (diffusers' `get_scheduler`) the base rate
+    changes and the schedule's factor at the current step is kept; unchanged flags leave everything as it was."""
+    scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate wraps it
+    for i, group in enumerate(optimizer.param_groups):
+        group["initial_lr"] = learning_rate
+        factor = 1.0
+        if scheduler is not None:
+            scheduler.base_lrs[i] = learning_rate
+            factor = scheduler.lr_lambdas[i](scheduler.last_epoch) if hasattr(scheduler, "lr_lambdas") else 1.0
+        group["lr"] = learning_rate * factor
+    if scheduler is not None:
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def log_grid(accelerator: Accelerator, grid, step: int, name: str = "validation") -> None:

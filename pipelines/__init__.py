@@ -1,7 +1,8 @@
 """Pipelines (inference only), one file per DiffusionPipeline subclass; installed as hf_genzoo.pipelines."""
 
 from .pipeline_autoencoder import AutoencoderPipeline
+from .pipeline_gan import GANPipeline, save_gif
 from .pipeline_pixel_diffusion import PixelDiffusionPipeline
 from .pipeline_utils import GenZooPipeline
 
-__all__ = ["AutoencoderPipeline", "GenZooPipeline", "PixelDiffusionPipeline"]
+__all__ = ["AutoencoderPipeline", "GANPipeline", "GenZooPipeline", "PixelDiffusionPipeline", "save_gif"]

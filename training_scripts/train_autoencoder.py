@@ -45,6 +45,7 @@ from hf_genzoo.training_utils import (
     resume,
     save_checkpoint,
     save_validation_grid,
+    set_learning_rate,
     tracker_config,
     warn_if_single_thread,
 )
@@ -270,6 +271,8 @@ def main(args: argparse.Namespace) -> str:
 
     # 3. resume
     global_step = resume(accelerator, args.output_dir, args.resume_from_checkpoint)
+    if global_step:
+        set_learning_rate(optimizer, args.learning_rate, lr_scheduler)
 
     logger.info(f"{num_train} training images, {global_batch} per step on {accelerator.num_processes} process(es), {max_train_steps} steps")
     progress = tqdm(range(max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)

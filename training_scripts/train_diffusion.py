@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from hf_genzoo import GenZooDDIMScheduler, GenZooDDPMScheduler, PixelDiffusionPipeline
 from hf_genzoo.data import load_image_dataset
 from hf_genzoo.hub import write_model_card
+from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.training_utils import (
     TrainingDivergedError,
     diverged_error,
@@ -50,6 +51,7 @@ from hf_genzoo.training_utils import (
     resume,
     save_checkpoint,
     save_validation_grid,
+    set_learning_rate,
     tracker_config,
     warn_if_single_thread,
 )
@@ -333,18 +335,15 @@ def evaluate(pipe, eval_images, num_classes, args) -> dict:
         metrics["likelihood_images"] = len(x)
     labels = sample_labels(num_classes, args.num_generated)
     samples = generate(pipe, args.num_generated, labels, args, seed=args.seed + 1)
-    if args.dataset_name == "shapes":
-        from hf_genzoo.data import ShapesOracle
-        from hf_genzoo.metrics import shapes_conditional_metrics, shapes_sample_metrics
-
-        oracle = ShapesOracle(args.resolution)
-        metrics.update(shapes_sample_metrics(samples, oracle) if labels is None else shapes_conditional_metrics(samples, labels, oracle))
-    if args.fid_classifier:
-        from hf_genzoo.metrics import DomainClassifier, domain_fid
-
-        classifier = DomainClassifier.from_pretrained(args.fid_classifier)
-        metrics["fid_domain"] = domain_fid(classifier, eval_images, samples)
-        metrics["fid_domain_real_vs_real"] = domain_fid(classifier, eval_images[: len(eval_images) // 2], eval_images[len(eval_images) // 2 :])
+    metrics.update(
+        sample_quality_metrics(
+            samples,
+            labels,
+            shapes_resolution=args.resolution if args.dataset_name == "shapes" else None,
+            real_images=eval_images,
+            fid_classifier=args.fid_classifier,
+        )
+    )
     metrics.update(generated=len(samples), num_inference_steps=args.num_inference_steps)
     if labels is not None:
         metrics["guidance_scale"] = args.guidance_scale
@@ -421,6 +420,8 @@ def main(args: argparse.Namespace) -> str:
 
     # 3. resume
     global_step = resume(accelerator, args.output_dir, args.resume_from_checkpoint)
+    if global_step:
+        set_learning_rate(optimizer, args.learning_rate, lr_scheduler)
 
     logger.info(
         f"{num_train} training images{f' in {num_classes} classes' if num_classes else ''}, {global_batch} per step on "
@@ -537,7 +538,7 @@ def save_model_folder(args, pipe: PixelDiffusionPipeline, metrics: dict, grid, n
         dataset_name=args.dataset_name,
         dataset_description=_describe_dataset(args),
         num_classes=num_classes,
-        metrics={k: v for k, v in metrics.items() if k not in ("train_steps", "train_seconds", "eval_seconds", "generated", "likelihood_images")},
+        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated", "likelihood_images")},
         training_summary=summary,
         sample_grid="samples.png",
         training_command=command,

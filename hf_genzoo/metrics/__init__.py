@@ -2,7 +2,13 @@
 
 from .disentanglement import discrete_mutual_information, mutual_information_gap
 from .domain import DomainClassifier, class_histogram, domain_fid
-from .evaluate import encode_means, evaluate_autoencoder, shapes_conditional_metrics, shapes_sample_metrics
+from .evaluate import (
+    encode_means,
+    evaluate_autoencoder,
+    sample_quality_metrics,
+    shapes_conditional_metrics,
+    shapes_sample_metrics,
+)
 from .likelihood import iwae_bound, vae_elbo
 from .reconstruction import mse, nats_to_bits_per_dim, psnr
 
@@ -18,6 +24,7 @@ __all__ = [
     "mutual_information_gap",
     "nats_to_bits_per_dim",
     "psnr",
+    "sample_quality_metrics",
     "shapes_conditional_metrics",
     "shapes_sample_metrics",
     "vae_elbo",

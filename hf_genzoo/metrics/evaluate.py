@@ -118,3 +118,43 @@ def shapes_conditional_metrics(samples: torch.Tensor, labels, oracle) -> dict[st
         "oracle_coverage": len(seen) / (len(SHAPES) * len(PALETTE)),
         "oracle_attribute_accuracy": hits / len(readings),
     }
+
+
+@torch.no_grad()
+def sample_quality_metrics(
+    samples: torch.Tensor,
+    labels=None,
+    *,
+    shapes_resolution: int | None = None,
+    real_images: torch.Tensor | None = None,
+    fid_classifier=None,
+) -> dict:
+    """What generated images (N, C, H, W) in [-1, 1] are judged by, for every sampler (GAN, diffusion, priors):
+
+    - the shapes world (`shapes_resolution` given): oracle validity and coverage, and attribute accuracy when the
+      samples were asked for `labels` (indices of `LABEL_NAMES`);
+    - a `fid_classifier` (a `DomainClassifier` or its folder) with `real_images`: FID on its features, the
+      real-vs-real floor (two halves of `real_images`), and the class histogram of the samples with the ratio of
+      the most to the least frequent class (mode coverage).
+    """
+    metrics: dict = {}
+    if shapes_resolution is not None:
+        from ..data.shapes import ShapesOracle
+
+        oracle = ShapesOracle(shapes_resolution)
+        metrics.update(shapes_sample_metrics(samples, oracle) if labels is None else shapes_conditional_metrics(samples, labels, oracle))
+    if fid_classifier is not None:
+        from .domain import DomainClassifier, class_histogram, domain_fid
+
+        if real_images is None:
+            raise ValueError("the FID needs real_images beside fid_classifier")
+        if not isinstance(fid_classifier, DomainClassifier):
+            fid_classifier = DomainClassifier.from_pretrained(fid_classifier)
+        half = len(real_images) // 2
+        metrics["fid_domain"] = domain_fid(fid_classifier, real_images, samples)
+        metrics["fid_domain_real_vs_real"] = domain_fid(fid_classifier, real_images[:half], real_images[half:])
+        histogram = class_histogram(fid_classifier, samples)
+        metrics["class_histogram"] = histogram
+        metrics["classes_present"] = sum(count > 0 for count in histogram)
+        metrics["class_ratio_max_min"] = max(histogram) / min(histogram) if min(histogram) else None  # None: a class is missing
+    return metrics

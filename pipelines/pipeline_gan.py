@@ -1,0 +1,128 @@
+"""GANPipeline: sampling and latent interpolation with a DCGAN generator (Radford et al. 2016)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+
+from hf_genzoo.models.gan import DCGANDiscriminator, DCGANGenerator, check_class_labels
+
+from .pipeline_autoencoder import lerp, slerp
+from .pipeline_utils import GenZooPipeline, check_output_type
+
+
+class GANPipeline(GenZooPipeline):
+    r"""
+    Sampling with a trained GAN generator: z ~ N(0, I) (optionally truncated), one forward pass.
+
+    Parameters:
+        generator_model ([`DCGANGenerator`]): the generator (the EMA weights when the training script saved them).
+        discriminator ([`DCGANDiscriminator`], *optional*): kept only when training was asked to publish it.
+    """
+
+    model_cpu_offload_seq = "generator_model"
+    model_card_template = "gan"
+    model_card_tags = ("gan", "dcgan")
+    _optional_components = ["discriminator"]
+
+    def __init__(self, generator_model: DCGANGenerator, discriminator: DCGANDiscriminator | None = None):
+        super().__init__()
+        self.register_modules(generator_model=generator_model, discriminator=discriminator)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.generator_model.config.latent_dim
+
+    def prepare_latents(self, batch_size: int, generator=None, truncation: float | None = None) -> torch.Tensor:
+        """z ~ N(0, I) of shape (B, latent_dim); with `truncation` τ, entries with |z| > τ are redrawn until all lie
+        within τ (the truncation trick, Brock et al. 2019: less variety, higher fidelity)."""
+        if truncation is not None and truncation <= 0:
+            raise ValueError(f"truncation must be > 0 (or None for no truncation), got {truncation}")
+        z = torch.randn((batch_size, self.latent_dim), generator=generator)
+        if truncation is not None:
+            outside = z.abs() > truncation
+            while outside.any():
+                z[outside] = torch.randn((int(outside.sum()),), generator=generator)
+                outside = z.abs() > truncation
+        return z.to(self.device, self.generator_model.dtype)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: torch.Generator | None = None,
+        class_labels: int | list[int] | torch.Tensor | None = None,
+        truncation: float | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Sample images.
+
+        Args:
+            batch_size (`int`, defaults to 1): number of images (ignored when `latents` are given).
+            generator (`torch.Generator`, *optional*): a CPU generator for z, for reproducible samples.
+            class_labels (`int`, a list or a tensor, *optional*): one label for all images or one per image, for a
+                class-conditional generator (required there; refused for an unconditional one).
+            truncation (`float`, *optional*): τ of the truncation trick; None samples the full Gaussian.
+            latents (`torch.Tensor`, *optional*): z of shape (B, latent_dim) to use instead of drawing them.
+            output_type (`"pil" | "np" | "pt"`, defaults to `"pil"`).
+            return_dict (`bool`, defaults to `True`): an `ImagePipelineOutput` rather than a tuple.
+        """
+        check_output_type(output_type)
+        if latents is None:
+            if batch_size < 1:
+                raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+            latents = self.prepare_latents(batch_size, generator, truncation)
+        else:
+            self.generator_model.check_latents(latents)
+            latents = latents.to(self.device, self.generator_model.dtype)
+        labels = check_class_labels(class_labels, self.generator_model.config.num_classes, latents.shape[0], self.device)
+        self.generator_model.eval()
+        images = self.generator_model(latents, labels)  # (B, C, H, W) in [-1, 1]
+        images = self.postprocess(images, output_type)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    @torch.no_grad()
+    def interpolate(
+        self,
+        z_a: torch.Tensor,
+        z_b: torch.Tensor,
+        num_steps: int = 8,
+        method: Literal["slerp", "linear"] = "slerp",
+        class_labels: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        """Frames generated along the path from z_a to z_b (each (latent_dim,) or (1, latent_dim)), both ends
+        included: "linear" is (1 − t) z_a + t z_b, "slerp" follows the great circle, which keeps the norm typical
+        of Gaussian latents (White 2016). A class-conditional generator takes one label for every frame."""
+        if num_steps < 2:
+            raise ValueError(f"num_steps must be ≥ 2 (both ends are included), got {num_steps}")
+        if method not in ("slerp", "linear"):
+            raise ValueError(f"method must be 'slerp' or 'linear', got {method!r}")
+        ends = []
+        for z in (z_a, z_b):
+            z = torch.as_tensor(z)
+            z = z[None] if z.ndim == 1 else z
+            if z.shape[0] != 1:
+                raise ValueError(f"interpolate takes one latent at each end, got a batch of {z.shape[0]}")
+            self.generator_model.check_latents(z)
+            ends.append(z.float())
+        t = torch.linspace(0, 1, num_steps)
+        path = lerp(*ends, t) if method == "linear" else slerp(*ends, t)  # (num_steps, latent_dim)
+        return self(latents=path, class_labels=class_labels, output_type=output_type, return_dict=return_dict)
+
+
+def save_gif(frames, path: str, duration_ms: int = 100, loop: int = 0, boomerang: bool = True) -> str:
+    """Write PIL frames (e.g. `pipe.interpolate(..., output_type="pil").images`) as an animated GIF; `boomerang`
+    plays them forth and back so the loop has no jump."""
+    if not frames:
+        raise ValueError("save_gif needs at least one frame")
+    sequence = list(frames) + (list(frames)[-2:0:-1] if boomerang else [])
+    sequence[0].save(path, save_all=True, append_images=sequence[1:], duration=duration_ms, loop=loop)
+    return path

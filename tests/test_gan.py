@@ -1,0 +1,248 @@
+"""DCGAN models, losses against the formulas of ../shared/EQUATIONS.md, GANPipeline, and train_gan.py end to end."""
+
+import importlib.util
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from PIL import Image
+from safetensors.torch import load_file
+
+import hf_genzoo
+from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline
+from hf_genzoo.models import discriminator_loss, generator_loss, r1_penalty
+from hf_genzoo.pipelines import save_gif
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_generator(**kwargs):
+    torch.manual_seed(0)
+    config = dict(latent_dim=8, sample_size=16, block_out_channels=(16, 8, 8), class_embed_dim=4)
+    return DCGANGenerator(**{**config, **kwargs}).eval()
+
+
+# ---- models --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sample_size", [16, 28, 32, 64])
+@pytest.mark.parametrize("num_classes", [None, 5])
+def test_generator_and_discriminator_shapes(sample_size, num_classes):
+    g = DCGANGenerator(latent_dim=8, out_channels=1, sample_size=sample_size, block_out_channels=(16, 8, 8), num_classes=num_classes)
+    d = DCGANDiscriminator(in_channels=1, sample_size=sample_size, block_out_channels=(8, 8, 16), num_classes=num_classes, spectral_norm=True)
+    labels = None if num_classes is None else torch.tensor([0, 4])
+    x = g(torch.randn(2, 8), labels)
+    assert x.shape == (2, 1, sample_size, sample_size) and x.abs().max() <= 1
+    assert d(x, labels).shape == (2,)
+
+
+def test_bad_inputs_name_what_is_allowed():
+    g = tiny_generator()
+    with pytest.raises(ValueError, match=r"latents must have shape \(B, 8\) \(latent_dim\), got \(2, 7\)"):
+        g(torch.randn(2, 7))
+    with pytest.raises(ValueError, match="class_labels were given but the model is unconditional"):
+        g(torch.randn(2, 8), torch.tensor([0, 1]))
+    conditional = tiny_generator(num_classes=3)
+    with pytest.raises(ValueError, match=r"class_labels must lie in \[0, 2\], got \[0, 3\]"):
+        conditional(torch.randn(2, 8), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="the model is class-conditional"):
+        conditional(torch.randn(2, 8))
+    with pytest.raises(ValueError, match="sample_size 18 must lie in \\[16, 64\\] and be divisible by 4"):
+        DCGANGenerator(sample_size=18, block_out_channels=(8, 8, 8))
+    with pytest.raises(ValueError, match=r"images must have shape \(B, 3, 32, 32\), got \(1, 3, 16, 16\)"):
+        DCGANDiscriminator()(torch.zeros(1, 3, 16, 16))
+
+
+def test_projection_discriminator_adds_the_label_embedding_inner_product():
+    torch.manual_seed(0)
+    d = DCGANDiscriminator(in_channels=1, sample_size=16, block_out_channels=(4, 8, 8), num_classes=3).eval()
+    x, labels = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 1])
+    features = d.net(x).sum(dim=(2, 3))
+    expected = d.head(features).squeeze(1) + (d.class_embedding(labels) * features).sum(1)
+    torch.testing.assert_close(d(x, labels), expected)
+
+
+# ---- losses --------------------------------------------------------------------------------------------------
+
+
+def test_losses_are_the_cross_entropy_of_the_equations():
+    l_r, l_f = torch.randn(7), torch.randn(5)
+    d_r, d_f = torch.sigmoid(l_r), torch.sigmoid(l_f)
+    expected_d = -torch.log(d_r).mean() - torch.log(1 - d_f).mean()  # L(ϑ, φ) of Goodfellow et al.
+    torch.testing.assert_close(discriminator_loss(l_r, l_f, "minimax"), expected_d)
+    torch.testing.assert_close(discriminator_loss(l_r, l_f, "non_saturating"), expected_d)
+    torch.testing.assert_close(generator_loss(l_f, "non_saturating"), -torch.log(d_f).mean())
+    torch.testing.assert_close(generator_loss(l_f, "minimax"), torch.log(1 - d_f).mean())
+    torch.testing.assert_close(discriminator_loss(l_r, l_f, "hinge"), torch.relu(1 - l_r).mean() + torch.relu(1 + l_f).mean())
+    torch.testing.assert_close(generator_loss(l_f, "hinge"), -l_f.mean())
+    with pytest.raises(ValueError, match="unknown GAN loss 'wasserstein'"):
+        generator_loss(l_f, "wasserstein")
+
+
+def test_losses_stay_finite_where_probabilities_saturate():
+    l = torch.tensor([-200.0, 200.0])
+    assert torch.isfinite(discriminator_loss(l, l)) and torch.isfinite(generator_loss(l))
+
+
+def test_r1_penalty_of_a_linear_critic_is_the_squared_weight_norm():
+    w = torch.randn(1, 2, 3, 3)
+    x = torch.randn(4, 2, 3, 3, requires_grad=True)
+    logits = (x * w).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(r1_penalty(logits, x), w.pow(2).sum())
+
+
+# ---- pipeline ------------------------------------------------------------------------------------------------
+
+
+def test_pipeline_samples_reproducibly_and_truncates():
+    pipe = GANPipeline(generator_model=tiny_generator())
+    a = pipe(batch_size=3, generator=torch.Generator().manual_seed(1), output_type="pt").images
+    b = pipe(batch_size=3, generator=torch.Generator().manual_seed(1), output_type="pt").images
+    assert a.shape == (3, 3, 16, 16) and torch.equal(a, b)
+    z = pipe.prepare_latents(1000, torch.Generator().manual_seed(0), truncation=0.5)
+    assert z.abs().max() <= 0.5 and z.std() < 0.35  # a N(0, 1) truncated at ±0.5 has std 0.28
+    with pytest.raises(ValueError, match="truncation must be > 0"):
+        pipe(truncation=0.0)
+    with pytest.raises(ValueError, match=r"latents must have shape \(B, 8\)"):
+        pipe(latents=torch.randn(2, 9))
+    assert len(pipe(batch_size=2).images) == 2  # PIL by default
+
+
+def test_interpolation_ends_are_the_two_latents():
+    pipe = GANPipeline(generator_model=tiny_generator())
+    z_a, z_b = torch.randn(2, 8)
+    for method in ("slerp", "linear"):
+        frames = pipe.interpolate(z_a, z_b, num_steps=5, method=method, output_type="pt").images
+        assert frames.shape == (5, 3, 16, 16)
+        ends = pipe(latents=torch.stack([z_a, z_b]), output_type="pt").images
+        torch.testing.assert_close(frames[[0, -1]], ends, atol=1e-5, rtol=1e-5)
+    slerp = pipe.interpolate(z_a, z_b, num_steps=5, output_type="pt").images
+    linear = pipe.interpolate(z_a, z_b, num_steps=5, method="linear", output_type="pt").images
+    assert not torch.allclose(slerp[2], linear[2])
+    with pytest.raises(ValueError, match="num_steps must be ≥ 2"):
+        pipe.interpolate(z_a, z_b, num_steps=1)
+    with pytest.raises(ValueError, match=r"latents must have shape \(B, 8\)"):
+        pipe.interpolate(torch.randn(3), z_b)
+
+
+def test_gif_holds_the_frames_forth_and_back(tmp_path):
+    pipe = GANPipeline(generator_model=tiny_generator())
+    frames = pipe.interpolate(torch.randn(8), torch.randn(8), num_steps=4).images
+    path = save_gif(frames, tmp_path / "walk.gif")
+    with Image.open(path) as gif:
+        assert gif.n_frames == 6  # 4 forth, 2 back (the ends are not repeated)
+
+
+def test_pipeline_round_trips_through_a_folder_and_the_hub(hub, hub_cache, tmp_path):
+    pipe = GANPipeline(generator_model=tiny_generator(num_classes=3))
+    pipe.save_pretrained(tmp_path / "gan")
+    assert (tmp_path / "gan" / "generator_model" / "diffusion_pytorch_model.safetensors").is_file()
+    expected = pipe(batch_size=2, class_labels=[0, 2], generator=torch.Generator().manual_seed(0), output_type="pt").images
+    loaded = GANPipeline.from_pretrained(tmp_path / "gan")
+    assert loaded.discriminator is None
+    got = loaded(batch_size=2, class_labels=[0, 2], generator=torch.Generator().manual_seed(0), output_type="pt").images
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    pipe.push_to_hub("genzoo-tests/tiny-gan")
+    from_hub = GANPipeline.from_pretrained("genzoo-tests/tiny-gan")
+    torch.testing.assert_close(from_hub(batch_size=2, class_labels=[0, 2], generator=torch.Generator().manual_seed(0), output_type="pt").images, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="class_labels must lie in"):
+        loaded(batch_size=1, class_labels=3)
+
+
+# ---- the training script -------------------------------------------------------------------------------------
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_gan", ROOT / "training_scripts" / "train_gan.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = load_script()
+
+
+def tiny_args(output_dir, *extra):
+    return [
+        "--output_dir", str(output_dir), "--resolution", "16", "--generator_channels", "16", "8", "--discriminator_channels", "8", "16",
+        "--latent_dim", "8", "--train_batch_size", "8", "--max_train_samples", "64", "--max_eval_samples", "16",
+        "--max_train_steps", "6", "--checkpointing_steps", "3", "--validation_steps", "3", "--num_generated", "8",
+        "--mixed_precision", "no", *extra,
+    ]
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def run(*argv):
+    return train.main(train.parse_args(list(argv)))
+
+
+def test_training_writes_a_loadable_pipeline(fresh_accelerator_state, tmp_path):
+    out = tmp_path / "gan"
+    run(*tiny_args(out, "--class_conditional", "--r1_gamma", "0.1", "--mixed_precision", "bf16"))
+    for name in ("model_index.json", "generator_model/diffusion_pytorch_model.safetensors", "README.md", "samples.png", "interpolation.png", "interpolation.gif", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "discriminator").exists()  # published only with --save_discriminator
+    checkpoint = sorted(out.glob("checkpoint-*"))[-1]
+    assert {"model.safetensors", "model_1.safetensors", "optimizer.bin", "optimizer_1.bin"} <= {p.name for p in checkpoint.iterdir()}
+    assert sorted(p.name for p in (out / "validation").iterdir()) == ["step-000003.png", "step-000006.png"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("oracle_validity", "oracle_coverage", "oracle_attribute_accuracy"):
+        assert 0 <= metrics[key] <= 1, key
+    card = (out / "README.md").read_text()
+    assert "library_name: hf_genzoo" in card and "import hf_genzoo" in card and "interpolation.png" in card and "train_gan.py" in card
+    pipe = GANPipeline.from_pretrained(out)
+    assert pipe.generator_model.config.num_classes == 21
+    assert pipe(batch_size=2, class_labels=[1, 2], output_type="np").images.shape == (2, 16, 16, 3)
+
+
+def test_save_discriminator_publishes_it(fresh_accelerator_state, tmp_path):
+    out = tmp_path / "gan"
+    run(*tiny_args(out, "--max_train_steps", "1", "--save_discriminator", "--spectral_norm", "--loss", "hinge"))
+    pipe = GANPipeline.from_pretrained(out)
+    assert isinstance(pipe.discriminator, DCGANDiscriminator) and pipe.discriminator.config.spectral_norm
+
+
+def test_resume_continues_exactly(fresh_accelerator_state, tmp_path):
+    """Resumed from its step-3 checkpoint, a run ends with the same generator, discriminator and EMA weights."""
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    args = ("--class_conditional", "--gradient_accumulation_steps", "2", "--save_discriminator")
+    run(*tiny_args(full, *args))
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
+    run(*tiny_args(resumed, *args, "--resume_from_checkpoint", "latest"))
+    for part in ("generator_model", "discriminator"):
+        a = load_file(full / part / "diffusion_pytorch_model.safetensors")
+        b = load_file(resumed / part / "diffusion_pytorch_model.safetensors")
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=f"{part}.{name}")
+
+
+def test_diverged_run_names_the_step_and_keeps_the_last_checkpoint(fresh_accelerator_state, tmp_path):
+    """Three good steps, then resumed with an absurd learning rate (the flags' rates replace the checkpoint's)."""
+    out = tmp_path / "diverged"
+    run(*tiny_args(out, "--max_train_steps", "3"))
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    lr = ("--generator_learning_rate", "1e30", "--discriminator_learning_rate", "1e30")
+    with pytest.raises(train.TrainingDivergedError, match=r"the (discriminator|generator) loss stopped being finite at step (\d+).*(checkpoint-\d+): lower --(discriminator|generator)_learning_rate") as excinfo:
+        run(*tiny_args(out, *lr, "--max_train_steps", "40", "--checkpointing_steps", "1", "--resume_from_checkpoint", "latest"))
+    step, checkpoint = re.search(r"at step (\d+).*(checkpoint-\d+)", str(excinfo.value)).groups()
+    assert int(step) >= 4 and checkpoint == f"checkpoint-{int(step) - 1}"
+    weights = load_file(out / checkpoint / "model.safetensors")
+    generator, _ = train.build_models(train.parse_args(tiny_args(out)), None)
+    generator.load_state_dict(weights)
+    assert all(torch.isfinite(t).all() for t in weights.values())

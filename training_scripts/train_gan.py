@@ -1,0 +1,495 @@
+#!/usr/bin/env python
+"""Train a DCGAN (Radford et al. 2016), unconditional or class-conditional, with 🤗 Accelerate.
+
+    accelerate launch training_scripts/train_gan.py --output_dir shapes-gan
+    python training_scripts/train_gan.py --dataset_name ../shared/data/mnist --resolution 28 --num_channels 1
+
+Each optimiser step first descends the discriminator's loss on real images and detached fakes, then the generator's
+(../shared/EQUATIONS.md, "GAN"; losses in hf_genzoo.models.gan): cross-entropy for D, non-saturating −ln d(g(z)) for G
+by default, the minimax or hinge forms as options, R1 as an option. Separate learning rates (TTUR, Heusel et al.
+2017) and DCGAN's Adam β₁ = 0.5. An EMA of the generator's weights (on by default) is what gets published, after
+its BatchNorm statistics are re-estimated for those weights.
+
+The output folder is a saved `GANPipeline` (model_index.json, generator_model/ with safetensors weights; the
+discriminator only with `--save_discriminator`) plus README.md, samples.png, interpolation.png/.gif and
+metrics.json. `checkpoint-*` folders (accelerate's `save_state`: both networks, both optimisers, the EMA) allow
+`--resume_from_checkpoint latest`; data order and every draw are functions of (seed, step, rank), so a resumed run
+continues exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+
+import datasets
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline
+from hf_genzoo.data import load_image_dataset
+from hf_genzoo.hub import write_model_card
+from hf_genzoo.metrics import sample_quality_metrics
+from hf_genzoo.models.gan import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
+from hf_genzoo.pipelines import save_gif
+from hf_genzoo.training_utils import (
+    TrainingDivergedError,
+    diverged_error,
+    epoch_permutation,
+    find_checkpoint,
+    micro_batch_generator,
+    plan_steps,
+    push_output_folder,
+    resume,
+    save_checkpoint,
+    save_validation_grid,
+    set_learning_rate,
+    tracker_config,
+    warn_if_single_thread,
+)
+from hf_genzoo.utils import image_grid, save_atomically
+
+logger = get_logger(__name__, log_level="INFO")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # data
+    parser.add_argument("--dataset_name", default="shapes", help="'shapes', a Hub dataset id, an image folder or a parquet file/folder")
+    parser.add_argument("--train_split", default="train")
+    parser.add_argument("--eval_split", default="test", help="held-out real images for the FID")
+    parser.add_argument("--image_column", default=None)
+    parser.add_argument("--label_column", default="label")
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--num_channels", type=int, default=3, choices=(1, 3))
+    parser.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--random_flip", action="store_true")
+    parser.add_argument("--max_train_samples", type=int, default=None)
+    parser.add_argument("--max_eval_samples", type=int, default=2000)
+    parser.add_argument("--num_shapes", type=int, default=1, choices=(1, 2), help="shapes per scene in the shapes world")
+    # models
+    parser.add_argument("--latent_dim", type=int, default=64)
+    parser.add_argument("--generator_channels", type=int, nargs="+", default=[256, 128, 64], help="from the lowest resolution up")
+    parser.add_argument("--discriminator_channels", type=int, nargs="+", default=[64, 128, 256], help="from the input resolution down")
+    parser.add_argument("--class_conditional", action="store_true", help="label embedding in G, projection in D")
+    parser.add_argument("--spectral_norm", action="store_true", help="spectral normalisation in D (replaces its BatchNorm)")
+    # losses and optimisation
+    parser.add_argument("--loss", default="non_saturating", choices=GAN_LOSSES, help="the generator's loss (hinge: both networks')")
+    parser.add_argument("--r1_gamma", type=float, default=0.0, help="γ of the R1 penalty (γ/2) E‖∇D(x_real)‖² (0: off)")
+    parser.add_argument("--train_batch_size", type=int, default=64, help="per process")
+    parser.add_argument("--num_epochs", type=int, default=20)
+    parser.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_epochs")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--generator_learning_rate", type=float, default=2e-4)
+    parser.add_argument("--discriminator_learning_rate", type=float, default=2e-4)
+    parser.add_argument("--adam_beta1", type=float, default=0.5, help="DCGAN's β₁")
+    parser.add_argument("--adam_beta2", type=float, default=0.999)
+    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None, help="default: accelerate config")
+    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True, help="EMA of the generator (published)")
+    parser.add_argument("--ema_max_decay", type=float, default=0.999)
+    parser.add_argument("--seed", type=int, default=0)
+    # checkpoints, logging, outputs, evaluation
+    parser.add_argument("--output_dir", default="shapes-gan")
+    parser.add_argument("--checkpointing_steps", type=int, default=1000)
+    parser.add_argument("--checkpoints_total_limit", type=int, default=2)
+    parser.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
+    parser.add_argument("--validation_steps", type=int, default=500, help="save the fixed-noise grid every N steps")
+    parser.add_argument("--report_to", default="none", help="accelerate trackers: tensorboard, wandb, all, none")
+    parser.add_argument("--logging_dir", default="logs")
+    parser.add_argument("--save_discriminator", action="store_true", help="publish the discriminator in the pipeline too")
+    parser.add_argument("--num_generated", type=int, default=1000, help="samples judged by the shapes oracle / the FID")
+    parser.add_argument("--fid_classifier", default=None, help="a DomainClassifier folder (training_scripts/train_domain_classifier.py): FID and class histogram")
+    parser.add_argument("--push_to_hub", action="store_true")
+    parser.add_argument("--hub_model_id", default=None)
+    parser.add_argument("--hub_token", default=None)
+    args = parser.parse_args(argv)
+
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/shapes-gan)")
+    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "num_epochs", "latent_dim"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")
+    if args.r1_gamma < 0:
+        parser.error(f"--r1_gamma must be ≥ 0, got {args.r1_gamma}")
+    return args
+
+
+# ---- models and data -----------------------------------------------------------------------------------------
+
+
+def build_models(args, num_classes: int | None) -> tuple[DCGANGenerator, DCGANDiscriminator]:
+    generator = DCGANGenerator(
+        latent_dim=args.latent_dim,
+        out_channels=args.num_channels,
+        sample_size=args.resolution,
+        block_out_channels=tuple(args.generator_channels),
+        num_classes=num_classes,
+    )
+    discriminator = DCGANDiscriminator(
+        in_channels=args.num_channels,
+        sample_size=args.resolution,
+        block_out_channels=tuple(args.discriminator_channels),
+        num_classes=num_classes,
+        spectral_norm=args.spectral_norm,
+    )
+    return generator, discriminator
+
+
+def load_split(args, split: str, max_samples: int | None, with_labels: bool):
+    """The split preprocessed once: (pixel_values (N, C, H, W) in [-1, 1], labels (N,) or None, classes or None)."""
+    dataset = load_image_dataset(
+        args.dataset_name,
+        split=split,
+        resolution=args.resolution,
+        num_channels=args.num_channels,
+        center_crop=args.center_crop,
+        random_flip=args.random_flip,
+        image_column=args.image_column,
+        max_samples=max_samples,
+        seed=args.seed,
+        **({"num_shapes": args.num_shapes} if args.dataset_name == "shapes" else {}),
+    )
+    if not with_labels:
+        return dataset.select_columns(["pixel_values"])[:]["pixel_values"], None, None
+    if args.label_column not in dataset.column_names:
+        others = [c for c in dataset.column_names if c != "pixel_values"]
+        raise ValueError(f"--class_conditional needs a label column; {args.label_column!r} is not one of {others}")
+    columns = dataset.select_columns(["pixel_values", args.label_column])[:]
+    labels = torch.as_tensor(columns[args.label_column], dtype=torch.int64)
+    feature = dataset.features[args.label_column]
+    num_classes = feature.num_classes if isinstance(feature, datasets.ClassLabel) else int(labels.max()) + 1
+    return columns["pixel_values"], labels, num_classes
+
+
+# ---- the training step ---------------------------------------------------------------------------------------
+
+
+def _fakes(generator, batch: int, latent_dim: int, num_classes: int | None, draws: torch.Generator, device):
+    """z ~ N(0, I) (B, latent_dim) and, class-conditional, uniform labels (B,), from the CPU generator `draws`."""
+    z = torch.randn((batch, latent_dim), generator=draws).to(device)
+    labels = None if num_classes is None else torch.randint(0, num_classes, (batch,), generator=draws).to(device)
+    return z, labels
+
+
+def training_step(accelerator, generator, discriminator, opt_g, opt_d, micro_batches, args, num_classes):
+    """One optimiser step of D, then one of G, each over the `micro_batches` [(x_real, labels, draws), ...] (the
+    gradient-accumulation group). Returns {"loss_d", "loss_g", ...} or, before the failing update is applied,
+    ("discriminator" | "generator") naming the network whose loss stopped being finite."""
+    k = len(micro_batches)
+    latent_dim = accelerator.unwrap_model(generator).config.latent_dim
+    logs = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
+    if args.r1_gamma:
+        logs["r1"] = 0.0
+
+    # 1. discriminator: descend L_D on real images and detached fakes
+    opt_d.zero_grad(set_to_none=True)
+    for x_real, labels, draws in micro_batches:
+        z, fake_labels = _fakes(generator, x_real.shape[0], latent_dim, num_classes, draws, x_real.device)
+        with torch.no_grad(), accelerator.autocast():
+            x_fake = generator(z, fake_labels)
+        if args.channels_last:
+            x_fake = x_fake.contiguous(memory_format=torch.channels_last)
+        if args.r1_gamma:
+            x_real = x_real.detach().requires_grad_(True)
+        with accelerator.autocast():
+            real_logits = discriminator(x_real, labels).float()
+            fake_logits = discriminator(x_fake.to(x_real.dtype), fake_labels).float()
+            loss_d = discriminator_loss(real_logits, fake_logits, "hinge" if args.loss == "hinge" else "minimax")
+            if args.r1_gamma:
+                penalty = r1_penalty(real_logits, x_real)
+                loss_d = loss_d + args.r1_gamma / 2 * penalty
+                logs["r1"] += penalty.item() / k
+        if not torch.isfinite(loss_d):
+            return "discriminator"
+        accelerator.backward(loss_d / k)
+        logs["loss_d"] += loss_d.item() / k
+        logs["d_real"] += torch.sigmoid(real_logits).mean().item() / k
+        logs["d_fake"] += torch.sigmoid(fake_logits).mean().item() / k
+    opt_d.step()
+
+    # 2. generator: descend L_G through the (fixed) discriminator; fresh z
+    opt_g.zero_grad(set_to_none=True)
+    for x_real, _, draws in micro_batches:
+        z, fake_labels = _fakes(generator, x_real.shape[0], latent_dim, num_classes, draws, x_real.device)
+        with accelerator.autocast():
+            x_fake = generator(z, fake_labels)
+            loss_g = generator_loss(discriminator(x_fake, fake_labels).float(), args.loss)
+        if not torch.isfinite(loss_g):
+            opt_d.zero_grad(set_to_none=True)
+            return "generator"
+        accelerator.backward(loss_g / k)
+        logs["loss_g"] += loss_g.item() / k
+    opt_g.step()
+    opt_d.zero_grad(set_to_none=True)  # G's backward also filled D's gradients; they are not used
+    return logs
+
+
+# ---- sampling and evaluation ---------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(generator: DCGANGenerator, seed: int, num_batches: int = 20, batch_size: int = 256) -> None:
+    """Re-estimate the BatchNorm running statistics for the generator's current (EMA) weights: reset them and
+    average over `num_batches` batches of z in training mode (the EMA weights never ran with the training
+    network's statistics)."""
+    norms = [m for m in generator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    generator.train()
+    draws = torch.Generator().manual_seed(seed)
+    num_classes = generator.config.num_classes
+    for _ in range(num_batches):
+        z, labels = _fakes(generator, batch_size, generator.config.latent_dim, num_classes, draws, generator.device)
+        generator(z.to(generator.dtype), labels)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    generator.eval()
+
+
+def class_cycle(num_classes: int | None, count: int) -> list[int] | None:
+    return None if num_classes is None else [i % num_classes for i in range(count)]
+
+
+@torch.no_grad()
+def generate(pipe: GANPipeline, count: int, labels, seed: int, batch_size: int = 256) -> torch.Tensor:
+    """`count` samples (N, C, H, W) in [-1, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, count, batch_size):
+        n = min(batch_size, count - start)
+        batch_labels = None if labels is None else labels[start : start + n]
+        out.append(pipe(batch_size=n, generator=generator, class_labels=batch_labels, output_type="pt").images.float().cpu() * 2 - 1)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def fixed_noise_grid(generator: DCGANGenerator, z: torch.Tensor, labels):
+    """The same latents at every validation step, so one set of samples is watched as it evolves."""
+    was_training = generator.training
+    generator.eval()
+    images = generator(z.to(generator.device, generator.dtype), None if labels is None else torch.as_tensor(labels, device=generator.device))
+    generator.train(was_training)
+    return image_grid(images.float().cpu(), nrow=8)
+
+
+def interpolation_strip(pipe: GANPipeline, seed: int, num_classes: int | None, num_rows: int = 4, num_steps: int = 10):
+    """`num_rows` slerp paths between random latents (one class per row when conditional): a PIL strip and the
+    frames of the first row."""
+    g = torch.Generator().manual_seed(seed)
+    rows, first = [], None
+    for row in range(num_rows):
+        z_a, z_b = torch.randn((2, pipe.latent_dim), generator=g)
+        label = None if num_classes is None else row % num_classes
+        frames = pipe.interpolate(z_a, z_b, num_steps=num_steps, class_labels=label, output_type="pt").images
+        rows.append(frames.float() * 2 - 1)
+        if first is None:
+            first = pipe.postprocess(frames * 2 - 1, "pil")
+    return image_grid(torch.cat(rows), nrow=num_steps), first
+
+
+# ---- main ----------------------------------------------------------------------------------------------------
+
+
+def main(args: argparse.Namespace) -> str:
+    logging_dir = os.path.join(args.output_dir, args.logging_dir)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    warn_if_single_thread(accelerator, logger)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+
+    # 1. data, preprocessed once
+    train_images, train_labels, num_classes = load_split(args, args.train_split, args.max_train_samples, args.class_conditional)
+    try:
+        eval_images, _, _ = load_split(args, args.eval_split, args.max_eval_samples, False)
+    except (ValueError, KeyError) as error:
+        num_eval = min(args.max_eval_samples or 1000, len(train_images) // 10)
+        logger.warning(f"no {args.eval_split!r} split ({error}); holding out the last {num_eval} training images")
+        eval_images, train_images = train_images[-num_eval:], train_images[:-num_eval]
+        train_labels = None if train_labels is None else train_labels[:-num_eval]
+    num_train = len(train_images)
+    global_batch = args.train_batch_size * accelerator.num_processes
+    batches_per_epoch, max_train_steps = plan_steps(
+        num_train, global_batch, args.gradient_accumulation_steps, args.num_epochs, args.max_train_steps
+    )
+
+    # 2. models, optimisers (TTUR: one learning rate each), EMA of G
+    generator, discriminator = build_models(args, num_classes)
+    if args.channels_last:
+        generator, discriminator = (m.to(memory_format=torch.channels_last) for m in (generator, discriminator))
+    betas = (args.adam_beta1, args.adam_beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=args.generator_learning_rate, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.discriminator_learning_rate, betas=betas)
+    generator, discriminator, opt_g, opt_d = accelerator.prepare(generator, discriminator, opt_g, opt_d)
+    unwrapped_g = accelerator.unwrap_model(generator)
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(unwrapped_g.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, power=0.75)
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    if accelerator.is_main_process and args.report_to != "none":
+        accelerator.init_trackers("train_gan", config=tracker_config(args))
+
+    # 3. resume
+    global_step = resume(accelerator, args.output_dir, args.resume_from_checkpoint)
+    if global_step:  # the flags' learning rates, not the checkpoint's
+        set_learning_rate(opt_g, args.generator_learning_rate)
+        set_learning_rate(opt_d, args.discriminator_learning_rate)
+    fixed = torch.Generator().manual_seed(args.seed + 7)
+    fixed_z = torch.randn((32, args.latent_dim), generator=fixed)
+    fixed_labels = class_cycle(num_classes, 32)
+
+    logger.info(
+        f"{num_train} training images{f' in {num_classes} classes' if num_classes else ''}, {global_batch} per step on "
+        f"{accelerator.num_processes} process(es), {max_train_steps} steps"
+    )
+    progress = tqdm(range(max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
+    last_good_checkpoint = find_checkpoint(args.output_dir, "latest") if accelerator.is_main_process else None
+    start_time = time.perf_counter()
+    generator.train()
+    discriminator.train()
+
+    # 4. the loop: one step = D update then G update, each over gradient_accumulation_steps micro-batches
+    k = args.gradient_accumulation_steps
+    while global_step < max_train_steps:
+        micro_index = global_step * k
+        epoch, batch_in_epoch = divmod(micro_index, batches_per_epoch)
+        order = epoch_permutation(num_train, args.seed, epoch)
+        for b0 in range(batch_in_epoch, batches_per_epoch, k):
+            micro_batches = []
+            for b in range(b0, b0 + k):
+                indices = order[b * global_batch : (b + 1) * global_batch][accelerator.process_index :: accelerator.num_processes]
+                x = train_images[indices].to(accelerator.device)
+                if args.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                labels = None if train_labels is None else train_labels[indices].to(accelerator.device)
+                micro_batches.append((x, labels, micro_batch_generator(args.seed, b + epoch * batches_per_epoch, accelerator.process_index)))
+            logs = training_step(accelerator, generator, discriminator, opt_g, opt_d, micro_batches, args, num_classes)
+            if isinstance(logs, str):
+                progress.close()
+                raise diverged_error(global_step + 1, last_good_checkpoint, f"the {logs} loss", f"--{logs}_learning_rate")
+            if ema is not None:
+                ema.step(unwrapped_g.parameters())
+            global_step += 1
+            progress.update(1)
+            progress.set_postfix(**{key: round(value, 3) for key, value in logs.items()})
+            accelerator.log(logs, step=global_step)
+
+            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
+                if accelerator.is_main_process:
+                    last_good_checkpoint = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+            if accelerator.is_main_process and global_step % args.validation_steps == 0:
+                if ema is not None:
+                    ema.store(unwrapped_g.parameters())
+                    ema.copy_to(unwrapped_g.parameters())
+                grid = fixed_noise_grid(unwrapped_g, fixed_z, fixed_labels)
+                if ema is not None:
+                    ema.restore(unwrapped_g.parameters())
+                save_validation_grid(accelerator, args.output_dir, grid, global_step)
+            if global_step >= max_train_steps:
+                break
+    train_seconds = time.perf_counter() - start_time
+    accelerator.wait_for_everyone()
+
+    # 5. finish on the main process: EMA weights (+ their BatchNorm statistics), metrics, the saved folder
+    if accelerator.is_main_process:
+        final_g = unwrapped_g.to(memory_format=torch.contiguous_format)
+        if ema is not None:
+            ema.copy_to(final_g.parameters())
+            recalibrate_batchnorm(final_g, seed=args.seed)
+        final_g.eval()
+        final_d = accelerator.unwrap_model(discriminator).to(memory_format=torch.contiguous_format).eval()
+        pipe = GANPipeline(generator_model=final_g, discriminator=final_d if args.save_discriminator else None)
+        pipe.set_progress_bar_config(disable=True)
+        eval_start = time.perf_counter()
+        labels = class_cycle(num_classes, args.num_generated)
+        samples = generate(pipe, args.num_generated, labels, seed=args.seed + 1)
+        metrics = sample_quality_metrics(
+            samples,
+            labels,
+            shapes_resolution=args.resolution if args.dataset_name == "shapes" else None,
+            real_images=eval_images,
+            fid_classifier=args.fid_classifier,
+        )
+        metrics.update(
+            generated=len(samples),
+            train_steps=global_step,
+            train_seconds=round(train_seconds, 1),
+            eval_seconds=round(time.perf_counter() - eval_start, 1),
+        )
+        logger.info(f"metrics: {json.dumps(metrics)}")
+        save_model_folder(args, pipe, metrics, num_classes)
+        if args.push_to_hub:
+            push_output_folder(args, f"DCGAN trained for {global_step} steps")
+    accelerator.end_training()
+    return args.output_dir
+
+
+def save_model_folder(args, pipe: GANPipeline, metrics: dict, num_classes: int | None) -> None:
+    """Pipeline, card, samples.png, interpolation.png/.gif and metrics.json into a staging folder, then moved into
+    `output_dir` (model_index.json last)."""
+    staging = os.path.join(args.output_dir, ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    pipe.save_pretrained(staging)
+    labels = class_cycle(num_classes, 64)
+    image_grid(generate(pipe, 64, labels, seed=args.seed), nrow=8).save(os.path.join(staging, "samples.png"))
+    strip, frames = interpolation_strip(pipe, args.seed, num_classes)
+    strip.save(os.path.join(staging, "interpolation.png"))
+    save_gif(frames, os.path.join(staging, "interpolation.gif"))
+    with open(os.path.join(staging, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    command = "accelerate launch training_scripts/train_gan.py " + " ".join(sys.argv[1:])
+    summary = f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s; metrics on {metrics['generated']} samples of the EMA generator"
+    if "fid_domain" in metrics:
+        summary += f"; FID on the features of the domain classifier `{args.fid_classifier}`"
+    write_model_card(
+        staging,
+        "gan",
+        model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+        repo_id=args.hub_model_id or args.output_dir,
+        pipeline_class="GANPipeline",
+        model_class="DCGANGenerator",
+        tags=["gan", "dcgan", "class-conditional" if num_classes else "unconditional-image-generation"],
+        datasets=[] if args.dataset_name == "shapes" or os.path.exists(args.dataset_name) else [args.dataset_name],
+        dataset_name=args.dataset_name,
+        dataset_description=_describe_dataset(args),
+        num_classes=num_classes,
+        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated")},
+        training_summary=summary,
+        sample_grid="samples.png",
+        training_command=command,
+    )
+    with open(os.path.join(staging, "README.md"), "a") as f:
+        f.write("\n## Interpolation\n\nSpherical paths between random latents:\n\n![interpolation](interpolation.png)\n")
+    save_atomically(staging, args.output_dir, last="model_index.json")
+
+
+def _describe_dataset(args) -> str:
+    if args.dataset_name == "shapes":
+        return f"the hf_genzoo shapes world ({args.resolution}×{args.resolution}, {args.num_shapes} shape(s) per image)"
+    return f"`{args.dataset_name}` at {args.resolution}×{args.resolution}"
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_args())
+    except TrainingDivergedError as error:
+        sys.exit(f"error: {error}")
