@@ -23,3 +23,25 @@ done
 
 # 4. training throughput against a plain fp32 loop
 python benchmarks/bench_vae_train.py --output "$out/bench_vae_train.json"
+
+# 5. pixel diffusion, class-conditional, on the shapes world (oracle attribute accuracy / validity, bits/dim)
+diffusion="python training_scripts/train_diffusion.py --mixed_precision bf16"  # v-prediction, min-SNR γ = 5 (defaults)
+/usr/bin/time -v $diffusion --class_conditional --max_train_steps 4500 --guidance_scale 2.0 --likelihood_timesteps 200 \
+    --output_dir "$out/shapes-ddpm" 2> "$out.shapes-ddpm.time" || true
+
+# 6. the MNIST domain classifier (FID features), then unconditional pixel diffusion on MNIST
+python training_scripts/train_domain_classifier.py --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
+    --output_dir "$out/mnist-classifier"
+$diffusion --dataset_name "$data/mnist" --resolution 28 --num_channels 1 --max_train_steps 3000 \
+    --likelihood_timesteps 200 --max_eval_samples 2000 --num_generated 1000 \
+    --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-ddpm"
+
+# 7. DCGAN on the shapes world (class-conditional: coverage/validity) and on MNIST (FID, class histogram)
+python training_scripts/train_gan.py --mixed_precision bf16 --class_conditional --max_train_steps 3000 \
+    --output_dir "$out/shapes-gan"
+python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
+    --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
+
+# 8. throughput and memory of diffusion
+python benchmarks/bench_diffusion_train.py --output "$out/bench_diffusion_train.json"
+python benchmarks/sample_memory.py "$out/shapes-ddpm" --batch_size 64 --output "$out/sample_memory.json"
