@@ -208,3 +208,15 @@ def test_class_conditional_without_labels_lists_the_columns(tmp_path):
     args = train.parse_args(["--dataset_name", str(folder), "--class_conditional", "--resolution", "16"])
     with pytest.raises(ValueError, match=r"'label' is not one of \[\]"):
         train.load_split(args, "train", None)
+
+
+def test_evaluate_script_merges_new_numbers_into_metrics(tmp_path):
+    out = tmp_path / "ddpm"
+    run(*tiny_args(out, "--class_conditional", "--max_train_steps", "2", "--num_likelihood_images", "0", "--guidance_scale", "2.0"))
+    before = json.loads((out / "metrics.json").read_text())
+    evaluate = load_script("evaluate_diffusion")
+    metrics = evaluate.main([str(out), "--guidance_scale", "1.0", "--num_generated", "5", "--num_inference_steps", "2", "--max_eval_samples", "8", "--sample_grid"])
+    after = json.loads((out / "metrics.json").read_text())
+    assert after["guidance_scale"] == 1.0 and after["generated"] == 5 and before["guidance_scale"] == 2.0
+    assert after["train_steps"] == before["train_steps"] == 2  # what it does not recompute stays
+    assert after["oracle_validity"] == metrics["oracle_validity"]
