@@ -45,6 +45,41 @@ def warn_if_single_thread(accelerator: Accelerator, log=logger) -> None:
         )
 
 
+def load_split_tensors(args, split: str, max_samples: int | None, label_column: str | None = None):
+    """A split of `args.dataset_name` preprocessed once by `load_image_dataset` (resolution, channels, crop/flip
+    from the flags the scripts share): (pixel_values (N, C, H, W) in [-1, 1], labels (N,) int64 or None, number
+    of classes or None). Labels are read only when `label_column` is given; a dataset without it is an error that
+    lists the columns it has."""
+    import datasets
+
+    from .data import load_image_dataset
+
+    dataset = load_image_dataset(
+        args.dataset_name,
+        split=split,
+        resolution=args.resolution,
+        num_channels=args.num_channels,
+        center_crop=getattr(args, "center_crop", True),
+        random_flip=getattr(args, "random_flip", False),
+        image_column=args.image_column,
+        max_samples=max_samples,
+        seed=args.seed,
+        **({"num_shapes": args.num_shapes} if args.dataset_name == "shapes" and hasattr(args, "num_shapes") else {}),
+    )
+    if label_column is None:
+        return dataset.select_columns(["pixel_values"])[:]["pixel_values"], None, None
+    if label_column not in dataset.column_names:
+        others = [c for c in dataset.column_names if c != "pixel_values"]
+        raise ValueError(f"class labels are needed; {label_column!r} is not one of {others}")
+    columns = dataset.select_columns(["pixel_values", label_column])[:]  # one read into tensors
+    labels = torch.as_tensor(columns[label_column], dtype=torch.int64)
+    if labels.min() < 0:
+        raise ValueError(f"labels in {label_column!r} must be ≥ 0, found {int(labels.min())}")
+    feature = dataset.features[label_column]
+    num_classes = feature.num_classes if isinstance(feature, datasets.ClassLabel) else int(labels.max()) + 1
+    return columns["pixel_values"], labels, num_classes
+
+
 def plan_steps(
     num_train: int, global_batch: int, gradient_accumulation_steps: int, num_epochs: int, max_train_steps: int | None
 ) -> tuple[int, int]:

@@ -206,7 +206,7 @@ def test_class_conditional_without_labels_lists_the_columns(tmp_path):
     for i in range(4):
         Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(folder / f"{i}.png")
     args = train.parse_args(["--dataset_name", str(folder), "--class_conditional", "--resolution", "16"])
-    with pytest.raises(ValueError, match=r"'label' is not one of \[\]"):
+    with pytest.raises(ValueError, match=r"class labels are needed; 'label' is not one of \[\]"):
         train.load_split(args, "train", None)
 
 

@@ -25,7 +25,6 @@ import shutil
 import sys
 import time
 
-import datasets
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -37,7 +36,6 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from hf_genzoo import GenZooDDIMScheduler, GenZooDDPMScheduler, PixelDiffusionPipeline
-from hf_genzoo.data import load_image_dataset
 from hf_genzoo.hub import write_model_card
 from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.training_utils import (
@@ -45,6 +43,7 @@ from hf_genzoo.training_utils import (
     diverged_error,
     epoch_permutation,
     find_checkpoint,
+    load_split_tensors,
     micro_batch_generator,
     plan_steps,
     push_output_folder,
@@ -198,32 +197,9 @@ def build_noise_scheduler(args) -> GenZooDDPMScheduler:
 
 
 def load_split(args, split: str, max_samples: int | None):
-    """The split preprocessed once: (pixel_values (N, C, H, W) in [-1, 1], labels (N,) int64 or None, number of
-    classes or None). Labels are read only for --class_conditional."""
-    dataset = load_image_dataset(
-        args.dataset_name,
-        split=split,
-        resolution=args.resolution,
-        num_channels=args.num_channels,
-        center_crop=args.center_crop,
-        random_flip=args.random_flip,
-        image_column=args.image_column,
-        max_samples=max_samples,
-        seed=args.seed,
-        **({"num_shapes": args.num_shapes} if args.dataset_name == "shapes" else {}),
-    )
-    if not args.class_conditional:
-        return dataset.select_columns(["pixel_values"])[:]["pixel_values"], None, None
-    if args.label_column not in dataset.column_names:
-        others = [c for c in dataset.column_names if c != "pixel_values"]
-        raise ValueError(f"--class_conditional needs a label column; {args.label_column!r} is not one of {others}")
-    columns = dataset.select_columns(["pixel_values", args.label_column])[:]  # one read into tensors
-    labels = torch.as_tensor(columns[args.label_column], dtype=torch.int64)
-    feature = dataset.features[args.label_column]
-    num_classes = feature.num_classes if isinstance(feature, datasets.ClassLabel) else int(labels.max()) + 1
-    if labels.min() < 0:
-        raise ValueError(f"labels in {args.label_column!r} must be ≥ 0, found {int(labels.min())}")
-    return columns["pixel_values"], labels, num_classes
+    """The split preprocessed once: (pixel_values, labels or None, number of classes or None); labels only for
+    --class_conditional."""
+    return load_split_tensors(args, split, max_samples, args.label_column if args.class_conditional else None)
 
 
 # ---- the training step ---------------------------------------------------------------------------------------

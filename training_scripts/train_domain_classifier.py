@@ -16,14 +16,12 @@ import json
 import os
 import time
 
-import datasets
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hf_genzoo.data import load_image_dataset
 from hf_genzoo.metrics import DomainClassifier
-from hf_genzoo.training_utils import epoch_permutation
+from hf_genzoo.training_utils import epoch_permutation, load_split_tensors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,23 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_split(args, split: str, max_samples: int | None = None):
-    dataset = load_image_dataset(
-        args.dataset_name,
-        split=split,
-        resolution=args.resolution,
-        num_channels=args.num_channels,
-        image_column=args.image_column,
-        max_samples=max_samples,
-        seed=args.seed,
-    )
-    if args.label_column not in dataset.column_names:
-        others = [c for c in dataset.column_names if c != "pixel_values"]
-        raise ValueError(f"the classifier needs a label column; {args.label_column!r} is not one of {others}")
-    feature = dataset.features[args.label_column]
-    columns = dataset.select_columns(["pixel_values", args.label_column])[:]
-    labels = torch.as_tensor(columns[args.label_column], dtype=torch.int64)
-    num_classes = feature.num_classes if isinstance(feature, datasets.ClassLabel) else int(labels.max()) + 1
-    return columns["pixel_values"], labels, num_classes
+    return load_split_tensors(args, split, max_samples, args.label_column)
 
 
 @torch.no_grad()

@@ -27,7 +27,6 @@ import shutil
 import sys
 import time
 
-import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
@@ -36,7 +35,6 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline
-from hf_genzoo.data import load_image_dataset
 from hf_genzoo.hub import write_model_card
 from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.models.gan import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
@@ -46,6 +44,7 @@ from hf_genzoo.training_utils import (
     diverged_error,
     epoch_permutation,
     find_checkpoint,
+    load_split_tensors,
     micro_batch_generator,
     plan_steps,
     push_output_folder,
@@ -146,29 +145,8 @@ def build_models(args, num_classes: int | None) -> tuple[DCGANGenerator, DCGANDi
 
 
 def load_split(args, split: str, max_samples: int | None, with_labels: bool):
-    """The split preprocessed once: (pixel_values (N, C, H, W) in [-1, 1], labels (N,) or None, classes or None)."""
-    dataset = load_image_dataset(
-        args.dataset_name,
-        split=split,
-        resolution=args.resolution,
-        num_channels=args.num_channels,
-        center_crop=args.center_crop,
-        random_flip=args.random_flip,
-        image_column=args.image_column,
-        max_samples=max_samples,
-        seed=args.seed,
-        **({"num_shapes": args.num_shapes} if args.dataset_name == "shapes" else {}),
-    )
-    if not with_labels:
-        return dataset.select_columns(["pixel_values"])[:]["pixel_values"], None, None
-    if args.label_column not in dataset.column_names:
-        others = [c for c in dataset.column_names if c != "pixel_values"]
-        raise ValueError(f"--class_conditional needs a label column; {args.label_column!r} is not one of {others}")
-    columns = dataset.select_columns(["pixel_values", args.label_column])[:]
-    labels = torch.as_tensor(columns[args.label_column], dtype=torch.int64)
-    feature = dataset.features[args.label_column]
-    num_classes = feature.num_classes if isinstance(feature, datasets.ClassLabel) else int(labels.max()) + 1
-    return columns["pixel_values"], labels, num_classes
+    """The split preprocessed once: (pixel_values, labels or None, number of classes or None)."""
+    return load_split_tensors(args, split, max_samples, args.label_column if with_labels else None)
 
 
 # ---- the training step ---------------------------------------------------------------------------------------
