@@ -14,33 +14,18 @@ Same UNet config (the script's defaults), same batch size, same process, EMA in 
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import json
-import os
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
 
 from hf_genzoo.data import load_image_dataset, make_shapes_dataset
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def load_training_script():
-    path = os.path.join(HERE, "..", "training_scripts", "train_diffusion.py")
-    spec = importlib.util.spec_from_file_location("train_diffusion", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from throughput import compare, fresh_accelerator, load_training_script, parse_args
 
 
 def example_transform(resolution: int):
@@ -56,13 +41,6 @@ def example_transform(resolution: int):
         return (torch.from_numpy(array).permute(2, 0, 1) - 0.5) / 0.5  # Normalize
 
     return transform
-
-
-def fresh_accelerator(mixed_precision: str) -> Accelerator:
-    """The two loops run different precisions in one process: start each from a clean accelerate state."""
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision)
 
 
 def reference_rounds(unet, dataset, batch_size: int, steps: int, lr: float, resolution: int) -> float:
@@ -117,16 +95,8 @@ def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: in
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--mixed_precision", default="bf16", choices=("no", "bf16", "fp16"))
-    parser.add_argument("--output", default=None, help="write the result as JSON here")
-    args = parser.parse_args()
-
-    script = load_training_script()
+    args = parse_args(__doc__.split("\n")[0], steps=20)
+    script = load_training_script("train_diffusion")
     # the example's objective (ε, unweighted) on both sides, so only the way the step runs differs
     script_args = script.parse_args(["--resolution", str(args.resolution), "--prediction_type", "epsilon", "--snr_gamma", "0"])
     num_images = (args.steps + 3) * args.batch_size
@@ -137,28 +107,13 @@ def main():
         torch.manual_seed(0)
         return script.build_unet(script_args, None)
 
-    # warm-up of both paths (allocator, autocast kernels), then interleaved timed rounds
-    reference_rounds(fresh_unet(), raw, args.batch_size, 2, script_args.learning_rate, args.resolution)
-    our_rounds(script, script_args, images, args.batch_size, 2, args.mixed_precision)
-    reference, ours = [], []
-    for _ in range(args.rounds):
-        reference.append(reference_rounds(fresh_unet(), raw, args.batch_size, args.steps, script_args.learning_rate, args.resolution))
-        torch.manual_seed(0)
-        ours.append(our_rounds(script, script_args, images, args.batch_size, args.steps, args.mixed_precision))
     unet = fresh_unet()
-    result = {
-        "model": f"UNet2DModel {list(unet.config.block_out_channels)}, {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters",
-        "batch_size": args.batch_size,
-        "resolution": args.resolution,
-        "threads": torch.get_num_threads(),
-        "reference_fp32_images_per_s": round(float(np.median(reference)), 1),
-        f"ours_{args.mixed_precision}_images_per_s": round(float(np.median(ours)), 1),
-        "speedup": round(float(np.median(ours) / np.median(reference)), 2),
-    }
-    print(json.dumps(result, indent=2))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+    compare(
+        lambda steps: reference_rounds(fresh_unet(), raw, args.batch_size, steps, script_args.learning_rate, args.resolution),
+        lambda steps: our_rounds(script, script_args, images, args.batch_size, steps, args.mixed_precision),
+        args,
+        model=f"UNet2DModel {list(unet.config.block_out_channels)}, {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters",
+    )
 
 
 if __name__ == "__main__":

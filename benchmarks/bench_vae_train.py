@@ -12,28 +12,14 @@ Same model config, same batch size, same process, interleaved rounds:
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import json
-import os
 import time
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 
 from hf_genzoo.data import load_image_dataset, make_shapes_dataset
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def load_training_script():
-    path = os.path.join(HERE, "..", "training_scripts", "train_autoencoder.py")
-    spec = importlib.util.spec_from_file_location("train_autoencoder", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from throughput import compare, fresh_accelerator, load_training_script, parse_args
 
 
 def reference_rounds(model, dataset, batch_size: int, steps: int, lr: float) -> float:
@@ -59,7 +45,7 @@ def reference_rounds(model, dataset, batch_size: int, steps: int, lr: float) -> 
 
 
 def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: int, mixed_precision: str) -> float:
-    accelerator = Accelerator(mixed_precision=mixed_precision)
+    accelerator = fresh_accelerator(mixed_precision)
     model = script.build_model(args_ns).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args_ns.learning_rate)
     lr_scheduler = get_scheduler("constant", optimizer=optimizer)
@@ -74,44 +60,20 @@ def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: in
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--mixed_precision", default="bf16", choices=("no", "bf16", "fp16"))
-    parser.add_argument("--output", default=None, help="write the result as JSON here")
-    args = parser.parse_args()
-
-    script = load_training_script()
+    args = parse_args(__doc__.split("\n")[0], steps=30)
+    script = load_training_script("train_autoencoder")
     script_args = script.parse_args(["--model", "vae", "--resolution", str(args.resolution)])
-    num_images = args.steps * args.batch_size
+    num_images = (args.steps + 3) * args.batch_size  # the warm-up steps too
     raw = make_shapes_dataset(num_samples=num_images, resolution=args.resolution, seed=0)
     images = load_image_dataset("shapes", resolution=args.resolution, num_samples=num_images)[:]["pixel_values"]
-
-    # warm-up of both paths (allocator, autocast kernels), then interleaved timed rounds
-    torch.manual_seed(0)
-    reference_rounds(script.build_model(script_args), raw, args.batch_size, 3, script_args.learning_rate)
-    our_rounds(script, script_args, images, args.batch_size, 3, args.mixed_precision)
-    reference, ours = [], []
-    for _ in range(args.rounds):
-        torch.manual_seed(0)
-        reference.append(reference_rounds(script.build_model(script_args), raw, args.batch_size, args.steps, script_args.learning_rate))
-        torch.manual_seed(0)
-        ours.append(our_rounds(script, script_args, images, args.batch_size, args.steps, args.mixed_precision))
-    result = {
-        "model": "VAEModel " + str(script.build_model(script_args).config.block_out_channels),
-        "batch_size": args.batch_size,
-        "resolution": args.resolution,
-        "threads": torch.get_num_threads(),
-        "reference_fp32_images_per_s": round(float(np.median(reference)), 1),
-        f"ours_{args.mixed_precision}_images_per_s": round(float(np.median(ours)), 1),
-        "speedup": round(float(np.median(ours) / np.median(reference)), 2),
-    }
-    print(json.dumps(result, indent=2))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+    lr = script_args.learning_rate
+    compare(
+        lambda steps: reference_rounds(script.build_model(script_args), raw, args.batch_size, steps, lr),
+        lambda steps: our_rounds(script, script_args, images, args.batch_size, steps, args.mixed_precision),
+        args,
+        model="VAEModel " + str(script.build_model(script_args).config.block_out_channels),
+        warmup_steps=3,
+    )
 
 
 if __name__ == "__main__":

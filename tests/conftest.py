@@ -2,6 +2,7 @@
 
 Sections:
   1. Offline Hugging Face Hub  (`hub`, `hub_cache`)
+  2. Training scripts run in-process  (`fresh_accelerator_state`; tests/scripts.py loads a script as a module)
   -- add new sections below --
 """
 
@@ -104,3 +105,22 @@ def hub_cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))  # for subprocesses
     return cache
+
+
+# ======================================================================================================================
+# 2. Training scripts run in-process
+#
+#   fresh_accelerator_state  (function) accelerate keeps one AcceleratorState per process; each in-process run of a
+#                            training script builds its own Accelerator (another mixed precision, another seed), so the
+#                            state is reset before and after the test. Modules that run scripts use it as
+#                            `pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")`.
+# ======================================================================================================================
+@pytest.fixture
+def fresh_accelerator_state():
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()

@@ -1,23 +1,20 @@
 """DCGAN models, losses against the formulas of ../shared/EQUATIONS.md, GANPipeline, and train_gan.py end to end."""
 
-import importlib.util
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 from PIL import Image
 from safetensors.torch import load_file
+from scripts import load_script
 
-import hf_genzoo
 from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline
 from hf_genzoo.models import discriminator_loss, generator_loss, r1_penalty
 from hf_genzoo.pipelines import save_gif
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_generator(**kwargs):
@@ -156,14 +153,7 @@ def test_pipeline_round_trips_through_a_folder_and_the_hub(hub, hub_cache, tmp_p
 # ---- the training script -------------------------------------------------------------------------------------
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_gan", ROOT / "training_scripts" / "train_gan.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train = load_script()
+train = load_script("train_gan")
 
 
 def tiny_args(output_dir, *extra):
@@ -174,14 +164,6 @@ def tiny_args(output_dir, *extra):
         "--mixed_precision", "no", *extra,
     ]
 
-
-@pytest.fixture
-def fresh_accelerator_state():
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def run(*argv):

@@ -1,6 +1,5 @@
 """training_scripts/train_autoencoder.py end to end, on tiny models and a small shapes world."""
 
-import importlib.util
 import json
 import os
 import re
@@ -10,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
+
+from scripts import load_script
 
 from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel
 
@@ -19,14 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "training_scripts" / "train_autoencoder.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_autoencoder", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train = load_script()
+train = load_script("train_autoencoder")
 
 
 def tiny_args(output_dir, *extra):
@@ -39,14 +32,7 @@ def tiny_args(output_dir, *extra):
     ]
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    """Each in-process run builds its own Accelerator (e.g. another mixed precision)."""
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
 
 
 def run(*argv):
