@@ -9,7 +9,16 @@ __version__ = "0.1.0"
 
 from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F401  (diffusers' loader)
 
-from .models import AutoencoderModel, DCGANDiscriminator, DCGANGenerator, DiagonalGaussian, VAEModel
+from .models import (
+    AutoencoderModel,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    DiagonalGaussian,
+    GumbelQuantizer,
+    VAEModel,
+    VectorQuantizer,
+    VQVAEModel,
+)
 from .schedulers import GenZooDDIMInverseScheduler, GenZooDDIMScheduler, GenZooDDPMScheduler
 from .pipelines import AutoencoderPipeline, GANPipeline, GenZooPipeline, PixelDiffusionPipeline
 
@@ -26,4 +35,7 @@ __all__ = [
     "GenZooPipeline",
     "PixelDiffusionPipeline",
     "VAEModel",
+    "VectorQuantizer",
+    "GumbelQuantizer",
+    "VQVAEModel",
 ]

@@ -3,6 +3,8 @@
 from .autoencoder import AutoencoderLossOutput, AutoencoderModel, AutoencoderOutput
 from .gan import DCGANDiscriminator, DCGANGenerator, discriminator_loss, generator_loss, r1_penalty
 from .vae import DiagonalGaussian, VAELossOutput, VAEModel
+from .vq import GumbelQuantizer, QuantizerOutput, VectorQuantizer, nearest_codes
+from .vqvae import VQVAELossOutput, VQVAEModel
 
 __all__ = [
     "DCGANDiscriminator",
@@ -16,4 +18,10 @@ __all__ = [
     "VAEModel",
     "VAELossOutput",
     "DiagonalGaussian",
+    "VectorQuantizer",
+    "GumbelQuantizer",
+    "QuantizerOutput",
+    "nearest_codes",
+    "VQVAEModel",
+    "VQVAELossOutput",
 ]
