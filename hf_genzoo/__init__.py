@@ -20,7 +20,7 @@ from .models import (
     VQVAEModel,
 )
 from .schedulers import GenZooDDIMInverseScheduler, GenZooDDIMScheduler, GenZooDDPMScheduler
-from .pipelines import AutoencoderPipeline, GANPipeline, GenZooPipeline, PixelDiffusionPipeline
+from .pipelines import AutoencoderPipeline, GANPipeline, GenZooPipeline, PixelDiffusionPipeline, VQVAEPipeline
 
 __all__ = [
     "AutoencoderModel",
@@ -38,4 +38,5 @@ __all__ = [
     "VectorQuantizer",
     "GumbelQuantizer",
     "VQVAEModel",
+    "VQVAEPipeline",
 ]

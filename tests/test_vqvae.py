@@ -167,3 +167,85 @@ def test_runs_inside_diffusers_ldm_pipeline_and_reloads(tmp_path):
     reloaded.set_progress_bar_config(disable=True)
     again = reloaded(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
     assert (again == images).all()
+
+
+# ---- the prior and VQVAEPipeline -------------------------------------------------------------------------------
+
+
+def tiny_pipeline(num_classes=None, num_codes=16, grid=(8, 8)):
+    from hf_genzoo import VQVAEPipeline
+    from hf_genzoo.models.code_prior import build_code_prior
+
+    torch.manual_seed(0)
+    prior = build_code_prior(num_codes, grid, num_classes=num_classes, n_layer=1, n_head=2, n_embd=16).eval()
+    return VQVAEPipeline(vqvae=tiny_vqvae(num_vq_embeddings=16).eval(), prior=prior)
+
+
+def test_pipeline_samples_codes_reproducibly_and_round_trips(hub, hub_cache, tmp_path):
+    from hf_genzoo import VQVAEPipeline
+
+    pipe = tiny_pipeline(num_classes=3)
+    pipe.set_progress_bar_config(disable=True)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    codes = pipe.sample_codes(4, g(), class_labels=[0, 1, 2, 0])
+    assert codes.shape == (4, 8, 8) and codes.max() < 16  # start/class tokens are never sampled
+    assert torch.equal(codes, pipe.sample_codes(4, g(), class_labels=[0, 1, 2, 0]))
+    top1 = pipe.sample_codes(2, g(), top_k=1, class_labels=1)
+    assert torch.equal(top1[0], top1[1])  # top-1 is greedy: the same codes for the same class
+    images = pipe(batch_size=4, generator=g(), class_labels=[0, 1, 2, 0], output_type="pt").images
+    assert images.shape == (4, 3, 16, 16)
+
+    pipe.save_pretrained(tmp_path / "vq")
+    pipe.push_to_hub("genzoo-tests/vqvae")
+    for source in (tmp_path / "vq", "genzoo-tests/vqvae"):
+        loaded = VQVAEPipeline.from_pretrained(source)
+        again = loaded(batch_size=4, generator=g(), class_labels=[0, 1, 2, 0], output_type="pt").images
+        torch.testing.assert_close(again, images)
+    x = images * 2 - 1
+    assert torch.equal(loaded.encode(x), pipe.vqvae.encode_indices(x))
+    torch.testing.assert_close(loaded.reconstruct(x, output_type="pt"), loaded.decode(loaded.encode(x), output_type="pt"))
+
+
+def test_code_likelihood_is_the_priors_cross_entropy():
+    from hf_genzoo.models.code_prior import codes_to_tokens
+
+    pipe = tiny_pipeline()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    codes = pipe.vqvae.encode_indices(x)
+    tokens = codes_to_tokens(codes, pipe.layout)
+    logp = torch.log_softmax(pipe.prior(input_ids=tokens).logits, dim=-1)  # (B, 65, V)
+    by_hand = -sum(logp[:, i, tokens[:, i + 1]].diagonal() for i in range(64))  # Σ_i −ln p(code_i | <s>, code_<i)
+    out = pipe.code_likelihood(x)
+    torch.testing.assert_close(out["nats_per_code"], by_hand / 64)
+    torch.testing.assert_close(out["bits_per_dim"], by_hand / (3 * 16 * 16 * torch.log(torch.tensor(2.0))))
+
+
+def test_prior_that_does_not_fit_the_codebook_is_refused_at_load_time():
+    from hf_genzoo import VQVAEPipeline
+    from hf_genzoo.models.code_prior import build_code_prior
+
+    vqvae = tiny_vqvae(num_vq_embeddings=16)
+    with pytest.raises(ValueError, match=r"models 32 codes .* K = 16"):
+        VQVAEPipeline(vqvae=vqvae, prior=build_code_prior(32, (8, 8), n_layer=1, n_head=2, n_embd=16))
+    with pytest.raises(ValueError, match=r"4×4 grid.*8×8 grid: 65 tokens"):
+        VQVAEPipeline(vqvae=vqvae, prior=build_code_prior(16, (4, 4), n_layer=1, n_head=2, n_embd=16))
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with pytest.raises(ValueError, match="build_code_prior"):
+        VQVAEPipeline(vqvae=vqvae, prior=GPT2LMHeadModel(GPT2Config(vocab_size=17, n_positions=65, n_layer=1, n_head=2, n_embd=16)))
+
+
+def test_bad_sampling_inputs_name_what_is_allowed():
+    unconditional, conditional = tiny_pipeline(), tiny_pipeline(num_classes=3)
+    with pytest.raises(ValueError, match="unconditional"):
+        unconditional(batch_size=1, class_labels=0)
+    with pytest.raises(ValueError, match=r"class_labels in \[0, 3\)"):
+        conditional(batch_size=1)
+    with pytest.raises(ValueError, match=r"\[0, 3\), got values from 3 to 3"):
+        conditional(batch_size=1, class_labels=3)
+    with pytest.raises(ValueError, match=r"top_k must be in \[1, 16\]"):
+        unconditional(batch_size=1, top_k=17)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        unconditional(batch_size=1, temperature=0)
+    with pytest.raises(ValueError, match=r"\[0, 16\)"):
+        unconditional.decode(torch.full((1, 8, 8), 99))
