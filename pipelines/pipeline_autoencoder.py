@@ -1,5 +1,5 @@
 """AutoencoderPipeline: reconstruct, encode, decode, interpolate and sample with any model of the
-autoencoder family (`AutoencoderModel` in all its variants, `VAEModel`)."""
+autoencoder family (`AutoencoderModel` in all its variants, `VAEModel`; a `VQVAEModel` all but sample)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
-from hf_genzoo.models import AutoencoderModel, VAEModel
+from hf_genzoo.models import AutoencoderModel, VAEModel, VQVAEModel
 
 from .pipeline_utils import GenZooPipeline, check_output_type, images_to_tensor
 
@@ -18,20 +18,21 @@ class AutoencoderPipeline(GenZooPipeline):
     Inference with an autoencoder or VAE.
 
     Sampling (`__call__`) draws z from the VAE's prior N(0, I), or, for a deterministic autoencoder, from the
-    Gaussian fitted to its training latents (GLO; stored with the model), and decodes it.
+    Gaussian fitted to its training latents (GLO; stored with the model), and decodes it. A `VQVAEModel` encodes
+    (to z_e), decodes (quantising first) and reconstructs here; it samples through `VQVAEPipeline` with its prior.
 
     Parameters:
-        model ([`AutoencoderModel`] or [`VAEModel`]): the trained model.
+        model ([`AutoencoderModel`], [`VAEModel`] or [`VQVAEModel`]): the trained model.
     """
 
     model_cpu_offload_seq = "model"
     model_card_template = "autoencoder"
     model_card_tags = ("autoencoder",)
 
-    def __init__(self, model: AutoencoderModel | VAEModel):
+    def __init__(self, model: AutoencoderModel | VAEModel | VQVAEModel):
         super().__init__()
-        if not isinstance(model, (AutoencoderModel, VAEModel)):
-            raise ValueError(f"model must be an AutoencoderModel or a VAEModel, got {type(model).__name__}")
+        if not isinstance(model, (AutoencoderModel, VAEModel, VQVAEModel)):
+            raise ValueError(f"model must be an AutoencoderModel, a VAEModel or a VQVAEModel, got {type(model).__name__}")
         self.register_modules(model=model)
 
     # ---- building blocks -------------------------------------------------------------------------
@@ -125,6 +126,11 @@ class AutoencoderPipeline(GenZooPipeline):
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         check_output_type(output_type)
+        if isinstance(self.model, VQVAEModel):
+            raise ValueError(
+                "a VQ-VAE samples through a prior over its codes: train one with training_scripts/train_vq_prior.py "
+                "and sample with VQVAEPipeline; AutoencoderPipeline only encodes, decodes and reconstructs with it"
+            )
         # 2. latents from the prior (VAE) or the fitted latent Gaussian (autoencoders)
         latents = self.model.sample_prior(batch_size, generator=generator)
         # 3. decode

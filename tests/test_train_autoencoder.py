@@ -1,6 +1,7 @@
 """training_scripts/train_autoencoder.py end to end, on tiny models and a small shapes world."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -13,7 +14,8 @@ from safetensors.torch import load_file
 
 from scripts import load_script
 
-from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel
+from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel, VQVAEModel
+from hf_genzoo.utils import image_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "training_scripts" / "train_autoencoder.py"
@@ -111,7 +113,95 @@ def test_unknown_model_lists_the_choices(capsys):
     with pytest.raises(SystemExit) as excinfo:
         train.parse_args(["--model", "gan"])
     assert excinfo.value.code == 2
-    assert "invalid choice: 'gan' (choose from 'ae', 'denoising_ae', 'masked_ae', 'sparse_ae', 'vae')" in capsys.readouterr().err
+    assert "invalid choice: 'gan' (choose from 'ae', 'denoising_ae', 'masked_ae', 'sparse_ae', 'vae', 'vqvae')" in capsys.readouterr().err
+
+
+def test_vqvae_run_writes_a_loadable_folder_with_codebook_metrics(tmp_path):
+    out, K = tmp_path / "vqvae", 32
+    run(*tiny_args(out, "--model", "vqvae", "--num_vq_embeddings", str(K), "--max_train_steps", "4", "--checkpointing_steps", "4", "--validation_steps", "2"))
+    for name in ("model_index.json", "model/config.json", "model/diffusion_pytorch_model.safetensors", "README.md", "samples.png", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert (out / "validation" / "step-000002.png").is_file()
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mse"] > 0 and 0 < metrics["psnr"] < 60
+    assert metrics["psnr"] == pytest.approx(10 * math.log10(4 / metrics["mse"]), abs=3.0)  # 10 log10(1 / MSE_[0,1]), per image
+    for prefix in ("", "train_window_"):
+        usage, perplexity, dead = (metrics[prefix + key] for key in ("codebook_usage", "perplexity", "dead_codes"))
+        assert 0 < usage <= 1 and 1 <= perplexity <= usage * K + 1e-6, (prefix, usage, perplexity)
+        assert isinstance(dead, int) and dead == K - round(usage * K)
+    assert "elbo_nats" not in metrics and "oracle_validity" not in metrics  # it cannot sample without its prior
+
+    card = (out / "README.md").read_text()
+    assert "VQVAEModel" in card and "codebook_usage" in card and "VQVAEPipeline" in card and "pipe(batch_size" not in card
+    two_rows = image_grid(torch.zeros(16, 3, 16, 16), nrow=8).size  # held-out images and reconstructions, no samples
+    from PIL import Image
+
+    assert Image.open(out / "samples.png").size == two_rows
+
+    pipe = AutoencoderPipeline.from_pretrained(out)
+    assert isinstance(pipe.model, VQVAEModel) and pipe.model.config.scaling_factor == 1.0
+    assert pipe.model.config.num_vq_embeddings == K and pipe.model.embed_dim == 4  # D = --latent_channels
+    assert pipe.reconstruct(torch.zeros(2, 3, 16, 16), output_type="np").images.shape == (2, 16, 16, 3)
+    with pytest.raises(ValueError, match="VQVAEPipeline"):
+        pipe(batch_size=1)
+
+
+def test_vqvae_resume_continues_exactly(tmp_path):
+    """EMA codebook, k-means init and dead-code restarts (their buffers and random draws) resume exactly too. With
+    K = 256 codes for 16·8·8 vectors a batch, codes die and are restarted at steps 3 and 4, after the checkpoint."""
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    args = (
+        "--model", "vqvae", "--num_vq_embeddings", "256", "--ema_codebook", "--dead_code_steps", "2", "--kmeans_init",
+        "--use_ema", "--max_train_steps", "4", "--checkpointing_steps", "2", "--validation_steps", "100",
+    )
+    run(*tiny_args(full, *args))
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")
+    run(*tiny_args(resumed, *args, "--resume_from_checkpoint", "latest"))
+    a = load_file(full / "model" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "model" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and "quantize_layer.ema_cluster_size" in a
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
+    assert json.loads((full / "metrics.json").read_text())["psnr"] == json.loads((resumed / "metrics.json").read_text())["psnr"]
+
+
+def test_gumbel_quantizer_trains_and_anneals(tmp_path):
+    out = tmp_path / "gumbel"
+    run(*tiny_args(out, "--model", "vqvae", "--quantizer", "gumbel", "--num_vq_embeddings", "16", "--max_train_steps", "2", "--checkpointing_steps", "2"))
+    pipe = AutoencoderPipeline.from_pretrained(out)
+    assert pipe.model.config.quantizer == "gumbel"
+    assert "codebook_usage" in json.loads((out / "metrics.json").read_text())
+    tau = [train.gumbel_temperature(step, 5, 1.0, 1 / 16) for step in range(5)]
+    assert tau[0] == 1.0 and abs(tau[-1] - 1 / 16) < 1e-12 and tau[2] == pytest.approx(0.25)  # geometric: 1, ½, ¼, ⅛, 1/16
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "vae", "--num_vq_embeddings", "64"], "--model vae does not take --num_vq_embeddings"),
+        (["--model", "ae", "--ema_codebook", "--kmeans_init"], "--model ae does not take --ema_codebook, --kmeans_init"),
+        (["--model", "vae", "--dead_code_steps", "100"], "--dead_code_steps"),
+        (["--model", "vae", "--quantizer", "gumbel"], "--quantizer"),
+        (["--model", "vqvae", "--latent_type", "vector"], "--latent_type vector"),
+        (["--model", "vqvae", "--quantizer", "gumbel", "--kmeans_init"], "--quantizer gumbel does not take --kmeans_init"),
+        (["--model", "vqvae", "--gumbel_temperature", "0.5"], "--quantizer vq does not take --gumbel_temperature"),
+        (["--model", "vqvae", "--codebook_ema_decay", "0.9"], "--codebook_ema_decay needs --ema_codebook"),
+    ],
+)
+def test_vqvae_flags_are_refused_where_they_do_not_apply(argv, message, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        train.parse_args(argv)
+    assert excinfo.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_latent_type_default_depends_on_the_model():
+    vqvae, vae = train.parse_args(["--model", "vqvae"]), train.parse_args(["--model", "vae"])
+    assert (vqvae.latent_type, vae.latent_type) == ("spatial", "vector")
+    assert (vqvae.num_vq_embeddings, vqvae.quantizer, vqvae.ema_codebook, vqvae.dead_code_steps) == (256, "vq", False, 0)
+    assert vae.num_vq_embeddings is None and vae.ema_codebook is None
 
 
 def test_push_to_hub_uploads_the_model_folder(hub, hub_cache, tmp_path):

@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Train an autoencoder, denoising / sparse / masked autoencoder, or (β-)VAE with 🤗 Accelerate.
+"""Train an autoencoder, denoising / sparse / masked autoencoder, (β-)VAE or VQ-VAE with 🤗 Accelerate.
 
     accelerate launch training_scripts/train_autoencoder.py --model vae --output_dir shapes-vae
     python training_scripts/train_autoencoder.py --model masked_ae --dataset_name path/to/images
+    python training_scripts/train_autoencoder.py --model vqvae --dead_code_steps 100 --output_dir shapes-vqvae
 
 The output folder is a saved `AutoencoderPipeline` (model_index.json, model/ with safetensors weights and
 config) plus README.md (model card), samples.png, metrics.json; `checkpoint-*` folders (accelerate's
-`save_state`) beside them allow `--resume_from_checkpoint latest`.
+`save_state`) beside them allow `--resume_from_checkpoint latest`. A VQ-VAE is the first stage only: it
+reconstructs, and samples once a prior over its codes is trained (`VQVAEPipeline`).
 
 Data order is a pure function of (seed, epoch), and the noise of each step of (seed, step, rank), so a run
 resumed from a checkpoint continues exactly as the uninterrupted run would have.
@@ -30,10 +32,10 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel
+from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel, VQVAEModel
 from hf_genzoo.data import load_image_dataset
 from hf_genzoo.hub import write_model_card
-from hf_genzoo.metrics import encode_means, evaluate_autoencoder
+from hf_genzoo.metrics import encode_means, evaluate_autoencoder, evaluate_vqvae
 from hf_genzoo.training_utils import (
     TrainingDivergedError,
     diverged_error,
@@ -60,6 +62,28 @@ MODEL_VARIANTS = {
     "sparse_ae": (AutoencoderModel, {"corruption": "none"}),
     "masked_ae": (AutoencoderModel, {"corruption": "patch_mask"}),
     "vae": (VAEModel, {}),
+    "vqvae": (VQVAEModel, {}),
+}
+# the VQ-VAE's flags and their defaults: filled in for --model vqvae, refused with any other model
+VQVAE_DEFAULTS = {
+    "num_vq_embeddings": 256,
+    "vq_embed_dim": None,  # = --latent_channels
+    "quantizer": "vq",
+    "commitment_beta": 0.25,
+    "ema_codebook": False,
+    "codebook_ema_decay": 0.99,
+    "kmeans_init": False,
+    "dead_code_steps": 0,
+    "cosine_codes": False,
+    "usage_window": 100,
+    "gumbel_temperature": 1.0,
+    "gumbel_min_temperature": 1 / 16,
+    "gumbel_kl_weight": 5e-4,
+}
+# the flags only one quantiser reads
+QUANTIZER_FLAGS = {
+    "vq": ("commitment_beta", "ema_codebook", "codebook_ema_decay", "kmeans_init", "dead_code_steps", "cosine_codes"),
+    "gumbel": ("gumbel_temperature", "gumbel_min_temperature", "gumbel_kl_weight"),
 }
 SHAPES_FACTORS = ("shape_0", "color_0", "size_0", "x_0", "y_0", "angle_0")
 DSPRITES_FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
@@ -83,8 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # model
     parser.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--layers_per_block", type=int, default=1)
-    parser.add_argument("--latent_channels", type=int, default=16)
-    parser.add_argument("--latent_type", choices=("spatial", "vector"), default="vector")
+    parser.add_argument("--latent_channels", type=int, default=16, help="for vqvae also D, the size of one code, unless --vq_embed_dim")
+    parser.add_argument("--latent_type", choices=("spatial", "vector"), default=None, help="default: spatial for vqvae (its only choice), vector otherwise")
     parser.add_argument("--beta", type=float, default=1.0, help="KL weight (β-VAE when > 1)")
     parser.add_argument("--likelihood", choices=("gaussian", "bernoulli"), default="bernoulli", help="p(x|z); bernoulli suits the binary-valued shapes world and MNIST, gaussian natural images")
     parser.add_argument("--gaussian_variance", type=float, default=0.01, help="c in N(x̂, cI)")
@@ -94,6 +118,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mask_ratio", type=float, default=0.75)
     parser.add_argument("--patch_size", type=int, default=4)
     parser.add_argument("--sparsity_weight", type=float, default=None, help="λ (default 1e-3 for sparse_ae, else 0)")
+    # VQ-VAE (--model vqvae only; defaults in VQVAE_DEFAULTS)
+    parser.add_argument("--num_vq_embeddings", type=int, default=None, help="K, the codebook size (default 256)")
+    parser.add_argument("--vq_embed_dim", type=int, default=None, help="D, the size of one code (default --latent_channels)")
+    parser.add_argument("--quantizer", choices=("vq", "gumbel"), default=None, help="nearest-neighbour VQ (default) or DALL-E's Gumbel-softmax")
+    parser.add_argument("--commitment_beta", type=float, default=None, help="β of the commitment term (default 0.25)")
+    parser.add_argument("--ema_codebook", action="store_true", default=None, help="update the codebook by moving averages of its encoder outputs instead of the codebook loss (--use_ema is the average of the weights)")
+    parser.add_argument("--codebook_ema_decay", type=float, default=None, help="γ of --ema_codebook (default 0.99)")
+    parser.add_argument("--kmeans_init", action="store_true", default=None, help="codebook from k-means++ on the first batch's encoder outputs")
+    parser.add_argument("--dead_code_steps", type=int, default=None, help="re-seed a code unused for this many batches from encoder outputs (default 0: off; e.g. 100)")
+    parser.add_argument("--cosine_codes", action="store_true", default=None, help="l2-normalised codes and encoder outputs: search by cosine similarity")
+    parser.add_argument("--usage_window", type=int, default=None, help="training batches over which codebook usage, perplexity and dead codes are logged (default 100)")
+    parser.add_argument("--gumbel_temperature", type=float, default=None, help="τ at the first step (default 1.0)")
+    parser.add_argument("--gumbel_min_temperature", type=float, default=None, help="τ at the last step, reached exponentially (default 1/16)")
+    parser.add_argument("--gumbel_kl_weight", type=float, default=None, help="weight of KL(π ‖ uniform) per code position (default 5e-4)")
     # optimisation
     parser.add_argument("--train_batch_size", type=int, default=64, help="per process")
     parser.add_argument("--num_epochs", type=int, default=10)
@@ -130,6 +168,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sparsity_weight = 1e-3 if args.model == "sparse_ae" else 0.0
     if args.corruption is not None and args.model != "denoising_ae":
         parser.error("--corruption applies to --model denoising_ae only")
+    if args.latent_type is None:
+        args.latent_type = "spatial" if args.model == "vqvae" else "vector"
+    if args.model == "vqvae" and args.latent_type != "spatial":
+        parser.error(f"--latent_type {args.latent_type}: a VQ-VAE quantises a grid of codes, --model vqvae takes --latent_type spatial only")
+    given = [name for name in VQVAE_DEFAULTS if getattr(args, name) is not None]
+    if given and args.model != "vqvae":
+        parser.error(f"--model {args.model} does not take {', '.join('--' + name for name in given)} (flags of --model vqvae)")
+    if args.model == "vqvae":
+        quantizer = args.quantizer or VQVAE_DEFAULTS["quantizer"]
+        for other, names in QUANTIZER_FLAGS.items():
+            misplaced = [name for name in names if name in given and other != quantizer]
+            if misplaced:
+                parser.error(f"--quantizer {quantizer} does not take {', '.join('--' + name for name in misplaced)} (flags of --quantizer {other})")
+        if args.codebook_ema_decay is not None and not args.ema_codebook:
+            parser.error("--codebook_ema_decay needs --ema_codebook")
+        for name, default in VQVAE_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
+        if args.num_vq_embeddings < 2 or args.usage_window < 1 or args.dead_code_steps < 0:
+            parser.error(
+                f"need --num_vq_embeddings ≥ 2, --usage_window ≥ 1, --dead_code_steps ≥ 0; got {args.num_vq_embeddings}, "
+                f"{args.usage_window}, {args.dead_code_steps}"
+            )
+        if not 0 < args.gumbel_min_temperature <= args.gumbel_temperature:
+            parser.error(
+                f"need 0 < --gumbel_min_temperature ≤ --gumbel_temperature, got {args.gumbel_min_temperature} and "
+                f"{args.gumbel_temperature}"
+            )
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/shapes-vae)")
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "num_epochs"):
@@ -138,7 +204,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_model(args) -> AutoencoderModel | VAEModel:
+def build_model(args) -> AutoencoderModel | VAEModel | VQVAEModel:
     model_cls, overrides = MODEL_VARIANTS[args.model]
     config = dict(
         in_channels=args.num_channels,
@@ -146,13 +212,28 @@ def build_model(args) -> AutoencoderModel | VAEModel:
         block_out_channels=tuple(args.block_out_channels),
         layers_per_block=args.layers_per_block,
         latent_channels=args.latent_channels,
-        latent_type=args.latent_type,
         sample_size=args.resolution,
     )
-    if model_cls is VAEModel:
-        config.update(beta=args.beta, likelihood=args.likelihood, gaussian_variance=args.gaussian_variance)
+    if model_cls is VQVAEModel:  # always spatial: one code per location of the h × w grid
+        config.update(
+            vq_embed_dim=args.vq_embed_dim,
+            num_vq_embeddings=args.num_vq_embeddings,
+            quantizer=args.quantizer,
+            beta=args.commitment_beta,
+            use_ema=args.ema_codebook,
+            ema_decay=args.codebook_ema_decay,
+            kmeans_init=args.kmeans_init,
+            dead_code_steps=args.dead_code_steps,
+            cosine=args.cosine_codes,
+            usage_window=args.usage_window,
+            gumbel_temperature=args.gumbel_temperature,
+            gumbel_kl_weight=args.gumbel_kl_weight,
+        )
+    elif model_cls is VAEModel:
+        config.update(latent_type=args.latent_type, beta=args.beta, likelihood=args.likelihood, gaussian_variance=args.gaussian_variance)
     else:
         config.update(
+            latent_type=args.latent_type,
             noise_std=args.noise_std,
             drop_prob=args.drop_prob,
             mask_ratio=args.mask_ratio,
@@ -185,13 +266,22 @@ def load_split(args, split: str, max_samples: int | None):
     return columns["pixel_values"], factors
 
 
+def gumbel_temperature(step: int, max_train_steps: int, start: float, end: float) -> float:
+    """τ of the Gumbel-softmax at optimiser step `step` (0-based), annealed exponentially from `start` at the first
+    step to `end` at the last: τ_s = start · (end / start)^(s / (S − 1)). A pure function of the step, so a resumed
+    run anneals exactly as the uninterrupted one."""
+    progress = min(step / max(max_train_steps - 1, 1), 1.0)
+    return start * (end / start) ** progress
+
+
 @torch.no_grad()
 def validation_grid(model, images: torch.Tensor, generator_seed: int, num_samples: int = 16):
-    """Top: held-out images; middle: their reconstructions; bottom: samples (if the model can sample)."""
+    """Top: held-out images; middle: their reconstructions; bottom: samples (if the model can sample on its own;
+    a VQ-VAE needs its prior, so it shows reconstructions only)."""
     model.eval()
     x = images.to(model.device, model.dtype)
     rows = [x.float().cpu(), model(x).sample.float().cpu()]
-    if isinstance(model, VAEModel) or model.latent_gaussian_fitted:
+    if isinstance(model, VAEModel) or (isinstance(model, AutoencoderModel) and model.latent_gaussian_fitted):
         z = model.sample_prior(num_samples, generator=torch.Generator().manual_seed(generator_seed))
         rows.append(model.decode(z.to(model.device)).sample.float().cpu())
     model.train()
@@ -200,7 +290,8 @@ def validation_grid(model, images: torch.Tensor, generator_seed: int, num_sample
 
 def training_step(accelerator, model, optimizer, lr_scheduler, x, generator, max_grad_norm: float):
     """One micro-batch: loss under autocast, backward, and (on accumulation boundaries) the optimiser step.
-    Returns the loss terms, or None (before any update) when the loss is not finite."""
+    Returns the loss terms, or None (before any update) when the loss is not finite. `generator` draws the
+    micro-batch's noise (VAE sampling, corruption, Gumbel noise), a function of (seed, step, rank)."""
     with accelerator.accumulate(model):
         with accelerator.autocast():
             out = model(x, return_loss=True, generator=generator)
@@ -277,6 +368,8 @@ def main(args: argparse.Namespace) -> str:
     logger.info(f"{num_train} training images, {global_batch} per step on {accelerator.num_processes} process(es), {max_train_steps} steps")
     progress = tqdm(range(max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
     unwrapped = accelerator.unwrap_model(model)
+    is_vqvae = isinstance(unwrapped, VQVAEModel)
+    anneal_gumbel = is_vqvae and args.quantizer == "gumbel"
     grid_images = eval_images[:8]
     last_good_checkpoint = find_checkpoint(args.output_dir, "latest") if accelerator.is_main_process else None
     start_time = time.perf_counter()
@@ -295,6 +388,10 @@ def main(args: argparse.Namespace) -> str:
                 x = x.contiguous(memory_format=torch.channels_last)
             noise = micro_batch_generator(args.seed, micro_index, accelerator.process_index)
             micro_index += 1
+            if anneal_gumbel:
+                unwrapped.quantize_layer.temperature = gumbel_temperature(
+                    global_step, max_train_steps, args.gumbel_temperature, args.gumbel_min_temperature
+                )
             out = training_step(accelerator, model, optimizer, lr_scheduler, x, noise, args.max_grad_norm)
             if out is None:
                 progress.close()
@@ -306,9 +403,17 @@ def main(args: argparse.Namespace) -> str:
                 ema.step(unwrapped.parameters())
             global_step += 1
             progress.update(1)
-            terms = {k: round(v.item(), 4) for k, v in out.items()}
+            terms = {k: round(v.item(), 4) for k, v in out.items() if v is not None}  # 0-d tensors; None: term absent
+            if is_vqvae:  # over the last --usage_window batches; `perplexity` above is this batch's
+                health = unwrapped.codebook_health()
+                terms.update(
+                    codebook_usage=round(health["codebook_usage"], 4),
+                    codebook_perplexity=round(health["perplexity"], 2),
+                    dead_codes=health["dead_codes"],
+                )
             progress.set_postfix(**terms)
-            accelerator.log({**terms, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+            extra = {"gumbel_temperature": unwrapped.quantize_layer.temperature} if anneal_gumbel else {}
+            accelerator.log({**terms, **extra, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
 
             if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
                 if accelerator.is_main_process:
@@ -327,20 +432,25 @@ def main(args: argparse.Namespace) -> str:
         if ema is not None:
             ema.copy_to(unwrapped.parameters())
         final_model = unwrapped.to(memory_format=torch.contiguous_format).eval()
-        train_latents = encode_means(final_model, train_images[:10_000])
-        if isinstance(final_model, AutoencoderModel):
-            final_model.fit_latent_gaussian(train_latents)  # GLO sampling (Bojanowski et al. 2017)
+        if is_vqvae:
+            # samples come from a prior over the codes (VQVAEPipeline), not a latent Gaussian; scaling_factor stays
+            # 1.0, as in diffusers' VQModel and the LDM paper's VQ-regularised first stages
+            metrics = evaluate_vqvae(final_model, eval_images)
         else:
-            final_model.register_to_config(scaling_factor=float(1.0 / train_latents.std().clamp_min(1e-6)))
-        metrics = evaluate_autoencoder(
-            final_model,
-            eval_images,
-            factors=eval_factors if isinstance(final_model, VAEModel) else None,
-            shapes_resolution=args.resolution if args.dataset_name == "shapes" else None,
-            num_generated=args.num_generated,
-            iwae_samples=args.iwae_samples,
-            seed=args.seed,
-        )
+            train_latents = encode_means(final_model, train_images[:10_000])
+            if isinstance(final_model, AutoencoderModel):
+                final_model.fit_latent_gaussian(train_latents)  # GLO sampling (Bojanowski et al. 2017)
+            else:
+                final_model.register_to_config(scaling_factor=float(1.0 / train_latents.std().clamp_min(1e-6)))
+            metrics = evaluate_autoencoder(
+                final_model,
+                eval_images,
+                factors=eval_factors if isinstance(final_model, VAEModel) else None,
+                shapes_resolution=args.resolution if args.dataset_name == "shapes" else None,
+                num_generated=args.num_generated,
+                iwae_samples=args.iwae_samples,
+                seed=args.seed,
+            )
         metrics.update(train_steps=global_step, train_seconds=round(train_seconds, 1))
         logger.info(f"metrics: {json.dumps(metrics)}")
         save_model_folder(args, final_model, metrics, validation_grid(final_model, grid_images, args.seed, num_samples=64))

@@ -5,6 +5,7 @@ from .domain import DomainClassifier, class_histogram, domain_fid
 from .evaluate import (
     encode_means,
     evaluate_autoencoder,
+    evaluate_vqvae,
     sample_quality_metrics,
     shapes_conditional_metrics,
     shapes_sample_metrics,
@@ -19,6 +20,7 @@ __all__ = [
     "discrete_mutual_information",
     "encode_means",
     "evaluate_autoencoder",
+    "evaluate_vqvae",
     "iwae_bound",
     "mse",
     "mutual_information_gap",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..models import AutoencoderModel, VAEModel
+from ..models import AutoencoderModel, VAEModel, VQVAEModel
+from ..models.vq import perplexity_of
 from .disentanglement import mutual_information_gap
 from .likelihood import iwae_bound, vae_elbo
 from .reconstruction import mse, nats_to_bits_per_dim, psnr
@@ -82,6 +83,40 @@ def evaluate_autoencoder(
             ]
         )
         metrics.update(shapes_sample_metrics(samples.clamp(-1, 1), ShapesOracle(shapes_resolution)))
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_vqvae(model: VQVAEModel, images: torch.Tensor, *, batch_size: int = 128) -> dict[str, float]:
+    """Held-out metrics for a VQ-VAE (it samples only through a prior over its codes, so nothing about samples):
+
+    - `mse`, `psnr` of reconstructions, as for the autoencoders (PSNR = 10 log10(1 / MSE) with pixels mapped to
+      [0, 1], averaged over images);
+    - on the codes of `images`: `codebook_usage`, the fraction of the K codes that occur at least once;
+      `perplexity`, exp of the entropy of their histogram (K at best); `dead_codes`, K − codes used;
+    - `train_window_codebook_usage`, `train_window_perplexity`, `train_window_dead_codes`: the same over the last
+      `usage_window` training batches (`model.codebook_health()`).
+    """
+    model.eval()
+    device, dtype = model.device, model.dtype
+    sums = {"mse": 0.0, "psnr": 0.0}
+    counts = torch.zeros(model.num_codes, dtype=torch.long)  # (K,) histogram of the held-out codes
+    for batch in _batches(images, batch_size):
+        x = batch.to(device, dtype)
+        z_q, _, indices = model.quantize(model.encode(x).latents)  # (B, D, h, w), (B, h, w)
+        reconstruction = model.decode(z_q, force_not_quantize=True).sample
+        sums["mse"] += mse(x, reconstruction).sum().item()
+        sums["psnr"] += psnr(x, reconstruction).sum().item()
+        counts += torch.bincount(indices.flatten().cpu(), minlength=model.num_codes)
+    used = int((counts > 0).sum())
+    metrics = {
+        "mse": sums["mse"] / len(images),
+        "psnr": sums["psnr"] / len(images),
+        "codebook_usage": used / model.num_codes,
+        "perplexity": float(perplexity_of(counts)),
+        "dead_codes": model.num_codes - used,
+    }
+    metrics.update({f"train_window_{key}": value for key, value in model.codebook_health().items()})
     return metrics
 
 

@@ -145,11 +145,13 @@ class VQVAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
             return image, loss
         return DecoderOutput(sample=image, commit_loss=loss)
 
-    def forward(self, sample: torch.Tensor, return_dict: bool = True, return_loss: bool = False):
+    def forward(
+        self, sample: torch.Tensor, return_dict: bool = True, return_loss: bool = False, generator: torch.Generator | None = None
+    ):
         """Reconstruct `sample`; with `return_loss=True`, the training loss instead (so a DDP-wrapped model
-        all-reduces its gradients)."""
+        all-reduces its gradients). `generator` draws the Gumbel noise of a Gumbel quantiser."""
         if return_loss:
-            return self.loss(sample)
+            return self.loss(sample, generator=generator)
         return self.decode(self.encode(sample).latents, return_dict=return_dict)
 
     # ---- codes ----------------------------------------------------------------------------------------
@@ -182,8 +184,8 @@ class VQVAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
 
     # ---- objective -------------------------------------------------------------------------------------
 
-    def loss(self, x: torch.Tensor) -> VQVAELossOutput:
-        out = self._quantize(self.encode(x).latents)
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VQVAELossOutput:
+        out = self._quantize(self.encode(x).latents, generator)
         reconstruction = F.mse_loss(self._decode_quantized(out.quantized).float(), x.float())
         return VQVAELossOutput(
             loss=reconstruction + out.loss,
@@ -196,7 +198,9 @@ class VQVAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
 
     # ---- helpers -------------------------------------------------------------------------------------
 
-    def _quantize(self, h: torch.Tensor) -> QuantizerOutput:
+    def _quantize(self, h: torch.Tensor, generator: torch.Generator | None = None) -> QuantizerOutput:
+        if isinstance(self.quantize_layer, GumbelQuantizer):
+            return self.quantize_layer(h, generator=generator)
         return self.quantize_layer(h)
 
     def _decode_quantized(self, z_q: torch.Tensor) -> torch.Tensor:
