@@ -1,5 +1,6 @@
-"""What every training script shares: deterministic data order, atomic checkpoints and resume, divergence
-handling, validation grids for the trackers, the thread-count warning and the Hub upload.
+"""What every training script shares: the Accelerator set-up, the train / held-out split, deterministic data order,
+atomic checkpoints and resume, divergence handling, validation grids for the trackers, the thread-count warning,
+the staged model folder and the Hub upload.
 
 Data order is a pure function of (seed, epoch) and the noise of each micro-batch of (seed, micro-batch index,
 rank), so a run resumed from a checkpoint continues exactly as the uninterrupted run would have.
@@ -7,13 +8,18 @@ rank), so a run resumed from a checkpoint continues exactly as the uninterrupted
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+
+from .utils import save_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +49,57 @@ def warn_if_single_thread(accelerator: Accelerator, log=logger) -> None:
             f"otherwise; pass `--num_cpu_threads_per_process {cpus // accelerator.num_processes}` or run the "
             f"script with plain `python` for a single process"
         )
+
+
+def setup_accelerator(args, log=logger, accumulate: bool = True) -> Accelerator:
+    """The Accelerator every script starts with (mixed precision, trackers under `output_dir/logging_dir`, and
+    Accelerate's gradient accumulation unless the script accumulates by hand: `accumulate=False`), the logging
+    format, the seed, the thread-count warning and the output folder."""
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps if accumulate else 1,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    warn_if_single_thread(accelerator, log)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+    return accelerator
+
+
+def load_train_and_held_out(load: Callable[[str, int | None], tuple], args, log=logger) -> tuple[tuple, tuple]:
+    """(train, held_out): what `load(split, max_samples)` returns (a tuple whose first item is the images) for
+    `--train_split` and `--eval_split`. A dataset without the held-out split holds out its last images instead
+    (min(--max_eval_samples, 10 %)), every tensor of the tuple split alike."""
+    train = load(args.train_split, args.max_train_samples)
+    try:
+        return train, load(args.eval_split, args.max_eval_samples)
+    except (ValueError, KeyError) as error:
+        num_eval = min(args.max_eval_samples or 1000, len(train[0]) // 10)
+        log.warning(f"no {args.eval_split!r} split ({error}); holding out the last {num_eval} training images")
+        held_out = tuple(x[-num_eval:] if isinstance(x, torch.Tensor) else x for x in train)
+        return tuple(x[:-num_eval] if isinstance(x, torch.Tensor) else x for x in train), held_out
+
+
+@contextmanager
+def staged_model_folder(output_dir: str, metrics: dict | None = None) -> Iterator[str]:
+    """Yields a staging folder for the pipeline, card and pictures; on a clean exit writes `metrics.json` there and
+    moves every entry into `output_dir`, `model_index.json` last: a kill mid-way never leaves a half-written model
+    folder (a loader sees the old one or the new one)."""
+    staging = os.path.join(output_dir, ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    yield staging
+    if metrics is not None:
+        with open(os.path.join(staging, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2, sort_keys=True)
+    save_atomically(staging, output_dir, last="model_index.json")
 
 
 def load_split_tensors(args, split: str, max_samples: int | None, label_column: str | None = None):

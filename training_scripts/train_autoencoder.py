@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import shutil
 import sys
 import time
 
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -41,6 +37,7 @@ from hf_genzoo.training_utils import (
     diverged_error,
     epoch_permutation,
     find_checkpoint,
+    load_train_and_held_out,
     micro_batch_generator,
     plan_steps,
     push_output_folder,
@@ -48,10 +45,11 @@ from hf_genzoo.training_utils import (
     save_checkpoint,
     save_validation_grid,
     set_learning_rate,
+    setup_accelerator,
+    staged_model_folder,
     tracker_config,
-    warn_if_single_thread,
 )
-from hf_genzoo.utils import image_grid, save_atomically
+from hf_genzoo.utils import image_grid
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -307,28 +305,12 @@ def training_step(accelerator, model, optimizer, lr_scheduler, x, generator, max
 
 
 def main(args: argparse.Namespace) -> str:
-    logging_dir = os.path.join(args.output_dir, args.logging_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
-    )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    set_seed(args.seed)
-    warn_if_single_thread(accelerator, logger)
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
+    accelerator = setup_accelerator(args, logger)
 
     # 1. data, preprocessed once into tensors (resize/crop/normalise happen here, not per step)
-    train_images, _ = load_split(args, args.train_split, args.max_train_samples)
-    try:
-        eval_images, eval_factors = load_split(args, args.eval_split, args.max_eval_samples)
-    except (ValueError, KeyError) as error:  # no held-out split in the dataset: hold out the last images
-        num_eval = min(args.max_eval_samples or 1000, len(train_images) // 10)
-        logger.warning(f"no {args.eval_split!r} split ({error}); holding out the last {num_eval} training images")
-        eval_images, eval_factors = train_images[-num_eval:], None
-        train_images = train_images[:-num_eval]
+    (train_images, _), (eval_images, eval_factors) = load_train_and_held_out(
+        lambda split, max_samples: load_split(args, split, max_samples), args, logger
+    )
     num_train = len(train_images)
     global_batch = args.train_batch_size * accelerator.num_processes
     batches_per_epoch, max_train_steps = plan_steps(
@@ -463,32 +445,27 @@ def main(args: argparse.Namespace) -> str:
 def save_model_folder(args, model, metrics: dict, grid) -> None:
     """Write the pipeline, model card, sample grid and metrics into a staging folder, then move each entry
     into `output_dir` (model_index.json last): a kill mid-way never leaves a half-written model folder."""
-    staging = os.path.join(args.output_dir, ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    AutoencoderPipeline(model=model).save_pretrained(staging)
-    grid.save(os.path.join(staging, "samples.png"))
-    with open(os.path.join(staging, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2, sort_keys=True)
-    command = "accelerate launch training_scripts/train_autoencoder.py " + " ".join(sys.argv[1:])
-    write_model_card(
-        staging,
-        "autoencoder",
-        model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
-        repo_id=args.hub_model_id or args.output_dir,
-        pipeline_class="AutoencoderPipeline",
-        model_class=type(model).__name__,
-        tags=["autoencoder", args.model, "unconditional-image-generation"],
-        datasets=[] if args.dataset_name in ("shapes", "dsprites") or os.path.exists(args.dataset_name) else [args.dataset_name],
-        dataset_name=args.dataset_name,
-        dataset_description=_describe_dataset(args),
-        metrics={k: v for k, v in metrics.items() if k not in ("train_steps", "train_seconds", "iwae_samples")},
-        training_summary=f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s"
-        + (f"; IWAE bound with k = {metrics['iwae_samples']}" if metrics.get("iwae_samples") else ""),
-        sample_grid="samples.png",
-        training_command=command,
-    )
-    save_atomically(staging, args.output_dir, last="model_index.json")
+    with staged_model_folder(args.output_dir, metrics) as staging:
+        AutoencoderPipeline(model=model).save_pretrained(staging)
+        grid.save(os.path.join(staging, "samples.png"))
+        command = "accelerate launch training_scripts/train_autoencoder.py " + " ".join(sys.argv[1:])
+        write_model_card(
+            staging,
+            "autoencoder",
+            model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+            repo_id=args.hub_model_id or args.output_dir,
+            pipeline_class="AutoencoderPipeline",
+            model_class=type(model).__name__,
+            tags=["autoencoder", args.model, "unconditional-image-generation"],
+            datasets=[] if args.dataset_name in ("shapes", "dsprites") or os.path.exists(args.dataset_name) else [args.dataset_name],
+            dataset_name=args.dataset_name,
+            dataset_description=_describe_dataset(args),
+            metrics={k: v for k, v in metrics.items() if k not in ("train_steps", "train_seconds", "iwae_samples")},
+            training_summary=f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s"
+            + (f"; IWAE bound with k = {metrics['iwae_samples']}" if metrics.get("iwae_samples") else ""),
+            sample_grid="samples.png",
+            training_command=command,
+        )
 
 
 def _describe_dataset(args) -> str:

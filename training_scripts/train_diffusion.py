@@ -19,17 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import shutil
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -44,6 +40,7 @@ from hf_genzoo.training_utils import (
     epoch_permutation,
     find_checkpoint,
     load_split_tensors,
+    load_train_and_held_out,
     micro_batch_generator,
     plan_steps,
     push_output_folder,
@@ -51,10 +48,11 @@ from hf_genzoo.training_utils import (
     save_checkpoint,
     save_validation_grid,
     set_learning_rate,
+    setup_accelerator,
+    staged_model_folder,
     tracker_config,
-    warn_if_single_thread,
 )
-from hf_genzoo.utils import image_grid, save_atomically
+from hf_genzoo.utils import image_grid
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -338,29 +336,12 @@ def evaluate(pipe, eval_images, num_classes, args) -> dict:
 
 
 def main(args: argparse.Namespace) -> str:
-    logging_dir = os.path.join(args.output_dir, args.logging_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
-    )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    set_seed(args.seed)
-    warn_if_single_thread(accelerator, logger)
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
+    accelerator = setup_accelerator(args, logger)
 
     # 1. data, preprocessed once into tensors (resize/crop/normalise happen here, not per step)
-    train_images, train_labels, num_classes = load_split(args, args.train_split, args.max_train_samples)
-    try:
-        eval_images, _, _ = load_split(args, args.eval_split, args.max_eval_samples)
-    except (ValueError, KeyError) as error:  # no held-out split in the dataset: hold out the last images
-        num_eval = min(args.max_eval_samples or 1000, len(train_images) // 10)
-        logger.warning(f"no {args.eval_split!r} split ({error}); holding out the last {num_eval} training images")
-        eval_images = train_images[-num_eval:]
-        train_images = train_images[:-num_eval]
-        train_labels = None if train_labels is None else train_labels[:-num_eval]
+    (train_images, train_labels, num_classes), (eval_images, _, _) = load_train_and_held_out(
+        lambda split, max_samples: load_split(args, split, max_samples), args, logger
+    )
     num_train = len(train_images)
     global_batch = args.train_batch_size * accelerator.num_processes
     batches_per_epoch, max_train_steps = plan_steps(
@@ -494,40 +475,35 @@ def main(args: argparse.Namespace) -> str:
 def save_model_folder(args, pipe: PixelDiffusionPipeline, metrics: dict, grid, num_classes: int | None) -> None:
     """Write the pipeline, model card, sample grid and metrics into a staging folder, then move each entry into
     `output_dir` (model_index.json last): a kill mid-way never leaves a half-written model folder."""
-    staging = os.path.join(args.output_dir, ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    pipe.save_pretrained(staging)
-    grid.save(os.path.join(staging, "samples.png"))
-    with open(os.path.join(staging, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2, sort_keys=True)
-    command = "accelerate launch training_scripts/train_diffusion.py " + " ".join(sys.argv[1:])
-    summary = f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s; samples by DDIM with {metrics['num_inference_steps']} steps"
-    if "guidance_scale" in metrics:
-        summary += f" and guidance scale {metrics['guidance_scale']}"
-    if "likelihood_images" in metrics:
-        kind = "exact (all T terms)" if args.likelihood_timesteps is None else f"estimated from {args.likelihood_timesteps} sampled terms"
-        summary += f"; bits/dim on {metrics['likelihood_images']} held-out images, {kind}"
-    if "fid_domain" in metrics:
-        summary += f"; FID on the features of the domain classifier `{args.fid_classifier}`"
-    write_model_card(
-        staging,
-        "pixel_diffusion",
-        model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
-        repo_id=args.hub_model_id or args.output_dir,
-        pipeline_class="PixelDiffusionPipeline",
-        model_class="UNet2DModel",
-        tags=["diffusion", "ddpm", "ddim", "class-conditional" if num_classes else "unconditional-image-generation"],
-        datasets=[] if args.dataset_name == "shapes" or os.path.exists(args.dataset_name) else [args.dataset_name],
-        dataset_name=args.dataset_name,
-        dataset_description=_describe_dataset(args),
-        num_classes=num_classes,
-        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated", "likelihood_images")},
-        training_summary=summary,
-        sample_grid="samples.png",
-        training_command=command,
-    )
-    save_atomically(staging, args.output_dir, last="model_index.json")
+    with staged_model_folder(args.output_dir, metrics) as staging:
+        pipe.save_pretrained(staging)
+        grid.save(os.path.join(staging, "samples.png"))
+        command = "accelerate launch training_scripts/train_diffusion.py " + " ".join(sys.argv[1:])
+        summary = f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s; samples by DDIM with {metrics['num_inference_steps']} steps"
+        if "guidance_scale" in metrics:
+            summary += f" and guidance scale {metrics['guidance_scale']}"
+        if "likelihood_images" in metrics:
+            kind = "exact (all T terms)" if args.likelihood_timesteps is None else f"estimated from {args.likelihood_timesteps} sampled terms"
+            summary += f"; bits/dim on {metrics['likelihood_images']} held-out images, {kind}"
+        if "fid_domain" in metrics:
+            summary += f"; FID on the features of the domain classifier `{args.fid_classifier}`"
+        write_model_card(
+            staging,
+            "pixel_diffusion",
+            model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+            repo_id=args.hub_model_id or args.output_dir,
+            pipeline_class="PixelDiffusionPipeline",
+            model_class="UNet2DModel",
+            tags=["diffusion", "ddpm", "ddim", "class-conditional" if num_classes else "unconditional-image-generation"],
+            datasets=[] if args.dataset_name == "shapes" or os.path.exists(args.dataset_name) else [args.dataset_name],
+            dataset_name=args.dataset_name,
+            dataset_description=_describe_dataset(args),
+            num_classes=num_classes,
+            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated", "likelihood_images")},
+            training_summary=summary,
+            sample_grid="samples.png",
+            training_command=command,
+        )
 
 
 def _describe_dataset(args) -> str:

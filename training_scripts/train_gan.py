@@ -21,16 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import shutil
 import sys
 import time
 
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
@@ -45,6 +41,7 @@ from hf_genzoo.training_utils import (
     epoch_permutation,
     find_checkpoint,
     load_split_tensors,
+    load_train_and_held_out,
     micro_batch_generator,
     plan_steps,
     push_output_folder,
@@ -52,10 +49,11 @@ from hf_genzoo.training_utils import (
     save_checkpoint,
     save_validation_grid,
     set_learning_rate,
+    setup_accelerator,
+    staged_model_folder,
     tracker_config,
-    warn_if_single_thread,
 )
-from hf_genzoo.utils import image_grid, save_atomically
+from hf_genzoo.utils import image_grid
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -281,27 +279,14 @@ def interpolation_strip(pipe: GANPipeline, seed: int, num_classes: int | None, n
 
 
 def main(args: argparse.Namespace) -> str:
-    logging_dir = os.path.join(args.output_dir, args.logging_dir)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
-    )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    set_seed(args.seed)
-    warn_if_single_thread(accelerator, logger)
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
+    accelerator = setup_accelerator(args, logger, accumulate=False)  # both networks accumulate by hand
 
     # 1. data, preprocessed once
-    train_images, train_labels, num_classes = load_split(args, args.train_split, args.max_train_samples, args.class_conditional)
-    try:
-        eval_images, _, _ = load_split(args, args.eval_split, args.max_eval_samples, False)
-    except (ValueError, KeyError) as error:
-        num_eval = min(args.max_eval_samples or 1000, len(train_images) // 10)
-        logger.warning(f"no {args.eval_split!r} split ({error}); holding out the last {num_eval} training images")
-        eval_images, train_images = train_images[-num_eval:], train_images[:-num_eval]
-        train_labels = None if train_labels is None else train_labels[:-num_eval]
+    (train_images, train_labels, num_classes), (eval_images, _, _) = load_train_and_held_out(
+        lambda split, max_samples: load_split(args, split, max_samples, args.class_conditional and split == args.train_split),
+        args,
+        logger,
+    )
     num_train = len(train_images)
     global_batch = args.train_batch_size * accelerator.num_processes
     batches_per_epoch, max_train_steps = plan_steps(
@@ -423,41 +408,36 @@ def main(args: argparse.Namespace) -> str:
 def save_model_folder(args, pipe: GANPipeline, metrics: dict, num_classes: int | None) -> None:
     """Pipeline, card, samples.png, interpolation.png/.gif and metrics.json into a staging folder, then moved into
     `output_dir` (model_index.json last)."""
-    staging = os.path.join(args.output_dir, ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    pipe.save_pretrained(staging)
-    labels = class_cycle(num_classes, 64)
-    image_grid(generate(pipe, 64, labels, seed=args.seed), nrow=8).save(os.path.join(staging, "samples.png"))
-    strip, frames = interpolation_strip(pipe, args.seed, num_classes)
-    strip.save(os.path.join(staging, "interpolation.png"))
-    save_gif(frames, os.path.join(staging, "interpolation.gif"))
-    with open(os.path.join(staging, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2, sort_keys=True)
-    command = "accelerate launch training_scripts/train_gan.py " + " ".join(sys.argv[1:])
-    summary = f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s; metrics on {metrics['generated']} samples of the EMA generator"
-    if "fid_domain" in metrics:
-        summary += f"; FID on the features of the domain classifier `{args.fid_classifier}`"
-    write_model_card(
-        staging,
-        "gan",
-        model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
-        repo_id=args.hub_model_id or args.output_dir,
-        pipeline_class="GANPipeline",
-        model_class="DCGANGenerator",
-        tags=["gan", "dcgan", "class-conditional" if num_classes else "unconditional-image-generation"],
-        datasets=[] if args.dataset_name == "shapes" or os.path.exists(args.dataset_name) else [args.dataset_name],
-        dataset_name=args.dataset_name,
-        dataset_description=_describe_dataset(args),
-        num_classes=num_classes,
-        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated")},
-        training_summary=summary,
-        sample_grid="samples.png",
-        training_command=command,
-    )
-    with open(os.path.join(staging, "README.md"), "a") as f:
-        f.write("\n## Interpolation\n\nSpherical paths between random latents:\n\n![interpolation](interpolation.png)\n")
-    save_atomically(staging, args.output_dir, last="model_index.json")
+    with staged_model_folder(args.output_dir, metrics) as staging:
+        pipe.save_pretrained(staging)
+        labels = class_cycle(num_classes, 64)
+        image_grid(generate(pipe, 64, labels, seed=args.seed), nrow=8).save(os.path.join(staging, "samples.png"))
+        strip, frames = interpolation_strip(pipe, args.seed, num_classes)
+        strip.save(os.path.join(staging, "interpolation.png"))
+        save_gif(frames, os.path.join(staging, "interpolation.gif"))
+        command = "accelerate launch training_scripts/train_gan.py " + " ".join(sys.argv[1:])
+        summary = f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s; metrics on {metrics['generated']} samples of the EMA generator"
+        if "fid_domain" in metrics:
+            summary += f"; FID on the features of the domain classifier `{args.fid_classifier}`"
+        write_model_card(
+            staging,
+            "gan",
+            model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+            repo_id=args.hub_model_id or args.output_dir,
+            pipeline_class="GANPipeline",
+            model_class="DCGANGenerator",
+            tags=["gan", "dcgan", "class-conditional" if num_classes else "unconditional-image-generation"],
+            datasets=[] if args.dataset_name == "shapes" or os.path.exists(args.dataset_name) else [args.dataset_name],
+            dataset_name=args.dataset_name,
+            dataset_description=_describe_dataset(args),
+            num_classes=num_classes,
+            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated")},
+            training_summary=summary,
+            sample_grid="samples.png",
+            training_command=command,
+        )
+        with open(os.path.join(staging, "README.md"), "a") as f:
+            f.write("\n## Interpolation\n\nSpherical paths between random latents:\n\n![interpolation](interpolation.png)\n")
 
 
 def _describe_dataset(args) -> str:

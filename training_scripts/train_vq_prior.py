@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import shutil
 import sys
 import time
 
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -42,16 +38,18 @@ from hf_genzoo.training_utils import (
     epoch_permutation,
     find_checkpoint,
     load_split_tensors,
+    load_train_and_held_out,
     plan_steps,
     push_output_folder,
     resume,
     save_checkpoint,
     save_validation_grid,
     set_learning_rate,
+    setup_accelerator,
+    staged_model_folder,
     tracker_config,
-    warn_if_single_thread,
 )
-from hf_genzoo.utils import image_grid, save_atomically
+from hf_genzoo.utils import image_grid
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -182,32 +180,16 @@ def code_metrics(prior, tokens: torch.Tensor, num_dims: int, batch_size: int = 2
 
 
 def main(args: argparse.Namespace) -> str:
-    logging_dir = os.path.join(args.output_dir, args.logging_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
-    )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    set_seed(args.seed)
-    warn_if_single_thread(accelerator, logger)
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
+    accelerator = setup_accelerator(args, logger)
 
     # 1. the first stage, and the dataset encoded once into code sequences
     vqvae = load_vqvae(args.vqvae).to(accelerator.device).eval().requires_grad_(False)
     args.resolution = args.resolution or vqvae.config.sample_size
     args.num_channels = vqvae.config.in_channels
     label_column = args.label_column if args.class_conditional else None
-    train_images, train_labels, num_classes = load_split_tensors(args, args.train_split, args.max_train_samples, label_column)
-    try:
-        eval_images, eval_labels, _ = load_split_tensors(args, args.eval_split, args.max_eval_samples, label_column)
-    except (ValueError, KeyError) as error:  # no held-out split: hold out the last images
-        num_eval = min(args.max_eval_samples or 1000, len(train_images) // 10)
-        logger.warning(f"no {args.eval_split!r} split ({error}); holding out the last {num_eval} training images")
-        eval_images, eval_labels = train_images[-num_eval:], None if train_labels is None else train_labels[-num_eval:]
-        train_images, train_labels = train_images[:-num_eval], None if train_labels is None else train_labels[:-num_eval]
+    (train_images, train_labels, num_classes), (eval_images, eval_labels, _) = load_train_and_held_out(
+        lambda split, max_samples: load_split_tensors(args, split, max_samples, label_column), args, logger
+    )
     grid = tuple(vqvae.latent_shape[1:])
     layout = CodeLayout(vqvae.num_codes, num_classes or 0, grid)
     train_tokens = codes_to_tokens(encode_codes(vqvae, train_images), layout, train_labels)  # (N, 1 + h·w)
@@ -337,31 +319,26 @@ def main(args: argparse.Namespace) -> str:
 def save_model_folder(args, pipe: VQVAEPipeline, metrics: dict, grid, num_classes: int | None) -> None:
     """Pipeline, card, grid and metrics into a staging folder, then moved into `output_dir` (model_index.json
     last): a kill mid-way never leaves a half-written model folder."""
-    staging = os.path.join(args.output_dir, ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    pipe.save_pretrained(staging)
-    grid.save(os.path.join(staging, "samples.png"))
-    with open(os.path.join(staging, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2, sort_keys=True)
-    sampling = f"temperature {args.temperature}" + (f", top-k {args.top_k}" if args.top_k else "")
-    write_model_card(
-        staging,
-        "vqvae",
-        model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
-        repo_id=args.hub_model_id or args.output_dir,
-        pipeline_class="VQVAEPipeline",
-        tags=["vq-vae", "autoregressive-prior", "class-conditional" if num_classes else "unconditional-image-generation"],
-        datasets=[] if args.dataset_name == "shapes" or os.path.exists(args.dataset_name) else [args.dataset_name],
-        dataset_name=args.dataset_name,
-        dataset_description=_describe_dataset(args),
-        num_classes=num_classes,
-        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated", "nll_images")},
-        training_summary=f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s (the prior; the VQ-VAE `{args.vqvae}` was trained first); samples with {sampling}",
-        sample_grid="samples.png",
-        training_command="accelerate launch training_scripts/train_vq_prior.py " + " ".join(sys.argv[1:]),
-    )
-    save_atomically(staging, args.output_dir, last="model_index.json")
+    with staged_model_folder(args.output_dir, metrics) as staging:
+        pipe.save_pretrained(staging)
+        grid.save(os.path.join(staging, "samples.png"))
+        sampling = f"temperature {args.temperature}" + (f", top-k {args.top_k}" if args.top_k else "")
+        write_model_card(
+            staging,
+            "vqvae",
+            model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+            repo_id=args.hub_model_id or args.output_dir,
+            pipeline_class="VQVAEPipeline",
+            tags=["vq-vae", "autoregressive-prior", "class-conditional" if num_classes else "unconditional-image-generation"],
+            datasets=[] if args.dataset_name == "shapes" or os.path.exists(args.dataset_name) else [args.dataset_name],
+            dataset_name=args.dataset_name,
+            dataset_description=_describe_dataset(args),
+            num_classes=num_classes,
+            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated", "nll_images")},
+            training_summary=f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s (the prior; the VQ-VAE `{args.vqvae}` was trained first); samples with {sampling}",
+            sample_grid="samples.png",
+            training_command="accelerate launch training_scripts/train_vq_prior.py " + " ".join(sys.argv[1:]),
+        )
 
 
 def _describe_dataset(args) -> str:
