@@ -159,6 +159,23 @@ def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
+def micro_batches(args, accelerator: Accelerator, num_train: int, batches_per_epoch: int, start_step: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """(micro-batch index, this rank's sample indices), endlessly, from optimiser step `start_step` on: epoch e walks
+    `epoch_permutation(num_train, seed, e)` in global batches of `train_batch_size × processes`, each split across
+    the ranks; `gradient_accumulation_steps` micro-batches make one optimiser step. A function of (seed, step) only,
+    so a resumed run sees the batches the uninterrupted run would have."""
+    global_batch = args.train_batch_size * accelerator.num_processes
+    micro_index = start_step * args.gradient_accumulation_steps
+    epoch, order = None, None
+    while True:
+        this_epoch, b = divmod(micro_index, batches_per_epoch)
+        if this_epoch != epoch:
+            epoch, order = this_epoch, epoch_permutation(num_train, args.seed, this_epoch)
+        global_indices = order[b * global_batch : (b + 1) * global_batch]
+        yield micro_index, global_indices[accelerator.process_index :: accelerator.num_processes]
+        micro_index += 1
+
+
 def micro_batch_generator(seed: int, micro_index: int, rank: int) -> torch.Generator:
     """The CPU generator of one micro-batch's noise (corruption, t, ε, label dropout): (seed, index, rank)."""
     return torch.Generator().manual_seed((seed * 1_000_003 + micro_index) * 64 + rank)

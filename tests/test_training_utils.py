@@ -1,10 +1,13 @@
 """Helpers every training script shares."""
 
+import itertools
+from types import SimpleNamespace
+
 import pytest
 import torch
 from diffusers.optimization import get_scheduler
 
-from hf_genzoo.training_utils import plan_steps, set_learning_rate
+from hf_genzoo.training_utils import epoch_permutation, micro_batches, plan_steps, set_learning_rate
 
 
 def test_set_learning_rate_rescales_a_running_schedule():
@@ -30,3 +33,19 @@ def test_plan_steps_refuses_a_batch_larger_than_the_data():
     assert plan_steps(100, 10, 3, 3, 7) == (9, 7)  # epochs end on an optimiser step
     with pytest.raises(ValueError, match="8 training images are fewer than one global batch of 16"):
         plan_steps(8, 16, 1, 1, None)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_micro_batches_walk_each_epochs_permutation_and_resume_mid_run(rank):
+    """2 ranks × 3 images per micro-batch over 20 images: 3 global batches per epoch (the last 2 images dropped);
+    each rank takes every other image of a global batch; starting at step s continues the same sequence."""
+    args = SimpleNamespace(train_batch_size=3, gradient_accumulation_steps=1, seed=7)
+    accelerator = SimpleNamespace(num_processes=2, process_index=rank)
+    walk = list(itertools.islice(micro_batches(args, accelerator, 20, 3, 0), 7))
+    for index, (micro_index, indices) in enumerate(walk):
+        epoch, b = divmod(index, 3)
+        expected = epoch_permutation(20, 7, epoch)[b * 6 : (b + 1) * 6][rank::2]
+        assert micro_index == index and torch.equal(indices, expected)
+    args.gradient_accumulation_steps = 2  # step 2 starts at micro-batch 4
+    resumed = list(itertools.islice(micro_batches(args, accelerator, 20, 3, 2), 3))
+    assert [i for i, _ in resumed] == [4, 5, 6] and all(torch.equal(a, b) for (_, a), (_, b) in zip(resumed, walk[4:]))

@@ -35,7 +35,7 @@ from hf_genzoo.metrics import encode_means, evaluate_autoencoder, evaluate_vqvae
 from hf_genzoo.training_utils import (
     TrainingDivergedError,
     diverged_error,
-    epoch_permutation,
+    micro_batches,
     find_checkpoint,
     load_train_and_held_out,
     micro_batch_generator,
@@ -358,54 +358,47 @@ def main(args: argparse.Namespace) -> str:
     model.train()
 
     # 4. the loop: one optimiser step = gradient_accumulation_steps micro-batches of the global batch
-    while global_step < max_train_steps:
-        micro_index = global_step * args.gradient_accumulation_steps
-        epoch, batch_in_epoch = divmod(micro_index, batches_per_epoch)
-        order = epoch_permutation(num_train, args.seed, epoch)
-        for b in range(batch_in_epoch, batches_per_epoch):
-            global_indices = order[b * global_batch : (b + 1) * global_batch]
-            indices = global_indices[accelerator.process_index :: accelerator.num_processes]  # this rank's share
-            x = train_images[indices].to(accelerator.device)
-            if args.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            noise = micro_batch_generator(args.seed, micro_index, accelerator.process_index)
-            micro_index += 1
-            if anneal_gumbel:
-                unwrapped.quantize_layer.temperature = gumbel_temperature(
-                    global_step, max_train_steps, args.gumbel_temperature, args.gumbel_min_temperature
-                )
-            out = training_step(accelerator, model, optimizer, lr_scheduler, x, noise, args.max_grad_norm)
-            if out is None:
-                progress.close()
-                raise diverged_error(global_step + 1, last_good_checkpoint)
+    for micro_index, indices in micro_batches(args, accelerator, num_train, batches_per_epoch, global_step):
+        if global_step >= max_train_steps:  # also when resuming a finished run
+            break
+        x = train_images[indices].to(accelerator.device)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        noise = micro_batch_generator(args.seed, micro_index, accelerator.process_index)
+        if anneal_gumbel:
+            unwrapped.quantize_layer.temperature = gumbel_temperature(
+                global_step, max_train_steps, args.gumbel_temperature, args.gumbel_min_temperature
+            )
+        out = training_step(accelerator, model, optimizer, lr_scheduler, x, noise, args.max_grad_norm)
+        if out is None:
+            progress.close()
+            raise diverged_error(global_step + 1, last_good_checkpoint)
 
-            if not accelerator.sync_gradients:
-                continue
-            if ema is not None:
-                ema.step(unwrapped.parameters())
-            global_step += 1
-            progress.update(1)
-            terms = {k: round(v.item(), 4) for k, v in out.items() if v is not None}  # 0-d tensors; None: term absent
-            if is_vqvae:  # over the last --usage_window batches; `perplexity` above is this batch's
-                health = unwrapped.codebook_health()
-                terms.update(
-                    codebook_usage=round(health["codebook_usage"], 4),
-                    codebook_perplexity=round(health["perplexity"], 2),
-                    dead_codes=health["dead_codes"],
-                )
-            progress.set_postfix(**terms)
-            extra = {"gumbel_temperature": unwrapped.quantize_layer.temperature} if anneal_gumbel else {}
-            accelerator.log({**terms, **extra, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+        if not accelerator.sync_gradients:
+            continue
+        if ema is not None:
+            ema.step(unwrapped.parameters())
+        global_step += 1
+        progress.update(1)
+        terms = {k: round(v.item(), 4) for k, v in out.items() if v is not None}  # 0-d tensors; None: term absent
+        if is_vqvae:  # over the last --usage_window batches; `perplexity` above is this batch's
+            health = unwrapped.codebook_health()
+            terms.update(
+                codebook_usage=round(health["codebook_usage"], 4),
+                codebook_perplexity=round(health["perplexity"], 2),
+                dead_codes=health["dead_codes"],
+            )
+        progress.set_postfix(**terms)
+        extra = {"gumbel_temperature": unwrapped.quantize_layer.temperature} if anneal_gumbel else {}
+        accelerator.log({**terms, **extra, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
 
-            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
-                if accelerator.is_main_process:
-                    last_good_checkpoint = save_checkpoint(
-                        accelerator, args.output_dir, global_step, args.checkpoints_total_limit
-                    )
-            if accelerator.is_main_process and global_step % args.validation_steps == 0:
-                save_validation_grid(accelerator, args.output_dir, validation_grid(unwrapped, grid_images, args.seed), global_step)
-            if global_step >= max_train_steps:
-                break
+        if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
+            if accelerator.is_main_process:
+                last_good_checkpoint = save_checkpoint(
+                    accelerator, args.output_dir, global_step, args.checkpoints_total_limit
+                )
+        if accelerator.is_main_process and global_step % args.validation_steps == 0:
+            save_validation_grid(accelerator, args.output_dir, validation_grid(unwrapped, grid_images, args.seed), global_step)
     train_seconds = time.perf_counter() - start_time
     accelerator.wait_for_everyone()
 

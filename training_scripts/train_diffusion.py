@@ -37,7 +37,7 @@ from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.training_utils import (
     TrainingDivergedError,
     diverged_error,
-    epoch_permutation,
+    micro_batches,
     find_checkpoint,
     load_split_tensors,
     load_train_and_held_out,
@@ -399,55 +399,48 @@ def main(args: argparse.Namespace) -> str:
     unet.train()
 
     # 4. the loop: one optimiser step = gradient_accumulation_steps micro-batches of the global batch
-    while global_step < max_train_steps:
-        micro_index = global_step * args.gradient_accumulation_steps
-        epoch, batch_in_epoch = divmod(micro_index, batches_per_epoch)
-        order = epoch_permutation(num_train, args.seed, epoch)
-        for b in range(batch_in_epoch, batches_per_epoch):
-            global_indices = order[b * global_batch : (b + 1) * global_batch]
-            indices = global_indices[accelerator.process_index :: accelerator.num_processes]  # this rank's share
-            x_0 = train_images[indices].to(accelerator.device)
-            if args.channels_last:
-                x_0 = x_0.contiguous(memory_format=torch.channels_last)
-            labels = None if train_labels is None else train_labels[indices].to(accelerator.device)
-            generator = micro_batch_generator(args.seed, micro_index, accelerator.process_index)
-            micro_index += 1
-            loss = training_step(
-                accelerator, unet, noise_scheduler, optimizer, lr_scheduler, x_0, generator, args, labels, num_classes
-            )
-            if loss is None:
-                progress.close()
-                raise diverged_error(global_step + 1, last_good_checkpoint)
+    for micro_index, indices in micro_batches(args, accelerator, num_train, batches_per_epoch, global_step):
+        if global_step >= max_train_steps:  # also when resuming a finished run
+            break
+        x_0 = train_images[indices].to(accelerator.device)
+        if args.channels_last:
+            x_0 = x_0.contiguous(memory_format=torch.channels_last)
+        labels = None if train_labels is None else train_labels[indices].to(accelerator.device)
+        generator = micro_batch_generator(args.seed, micro_index, accelerator.process_index)
+        loss = training_step(
+            accelerator, unet, noise_scheduler, optimizer, lr_scheduler, x_0, generator, args, labels, num_classes
+        )
+        if loss is None:
+            progress.close()
+            raise diverged_error(global_step + 1, last_good_checkpoint)
 
-            if not accelerator.sync_gradients:
-                continue
-            if ema is not None:
-                ema.step(unwrapped.parameters())
-            global_step += 1
-            progress.update(1)
-            logs = {"loss": round(loss.item(), 4), "lr": lr_scheduler.get_last_lr()[0]}
-            if ema is not None:
-                logs["ema_decay"] = ema.cur_decay_value
-            progress.set_postfix(loss=logs["loss"])
-            accelerator.log(logs, step=global_step)
+        if not accelerator.sync_gradients:
+            continue
+        if ema is not None:
+            ema.step(unwrapped.parameters())
+        global_step += 1
+        progress.update(1)
+        logs = {"loss": round(loss.item(), 4), "lr": lr_scheduler.get_last_lr()[0]}
+        if ema is not None:
+            logs["ema_decay"] = ema.cur_decay_value
+        progress.set_postfix(loss=logs["loss"])
+        accelerator.log(logs, step=global_step)
 
-            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
-                if accelerator.is_main_process:
-                    last_good_checkpoint = save_checkpoint(
-                        accelerator, args.output_dir, global_step, args.checkpoints_total_limit
-                    )
-            if accelerator.is_main_process and global_step % args.validation_steps == 0:
-                if ema is not None:  # sample from the EMA weights, then put the training weights back
-                    ema.store(unwrapped.parameters())
-                    ema.copy_to(unwrapped.parameters())
-                unwrapped.eval()
-                grid = sample_grid(make_pipeline(unwrapped, noise_scheduler), num_classes, args)
-                unwrapped.train()
-                if ema is not None:
-                    ema.restore(unwrapped.parameters())
-                save_validation_grid(accelerator, args.output_dir, grid, global_step)
-            if global_step >= max_train_steps:
-                break
+        if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
+            if accelerator.is_main_process:
+                last_good_checkpoint = save_checkpoint(
+                    accelerator, args.output_dir, global_step, args.checkpoints_total_limit
+                )
+        if accelerator.is_main_process and global_step % args.validation_steps == 0:
+            if ema is not None:  # sample from the EMA weights, then put the training weights back
+                ema.store(unwrapped.parameters())
+                ema.copy_to(unwrapped.parameters())
+            unwrapped.eval()
+            grid = sample_grid(make_pipeline(unwrapped, noise_scheduler), num_classes, args)
+            unwrapped.train()
+            if ema is not None:
+                ema.restore(unwrapped.parameters())
+            save_validation_grid(accelerator, args.output_dir, grid, global_step)
     train_seconds = time.perf_counter() - start_time
     accelerator.wait_for_everyone()
 

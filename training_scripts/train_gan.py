@@ -20,6 +20,7 @@ continues exactly.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -38,7 +39,7 @@ from hf_genzoo.pipelines import save_gif
 from hf_genzoo.training_utils import (
     TrainingDivergedError,
     diverged_error,
-    epoch_permutation,
+    micro_batches,
     find_checkpoint,
     load_split_tensors,
     load_train_and_held_out,
@@ -330,44 +331,37 @@ def main(args: argparse.Namespace) -> str:
     discriminator.train()
 
     # 4. the loop: one step = D update then G update, each over gradient_accumulation_steps micro-batches
-    k = args.gradient_accumulation_steps
+    batches = micro_batches(args, accelerator, num_train, batches_per_epoch, global_step)
     while global_step < max_train_steps:
-        micro_index = global_step * k
-        epoch, batch_in_epoch = divmod(micro_index, batches_per_epoch)
-        order = epoch_permutation(num_train, args.seed, epoch)
-        for b0 in range(batch_in_epoch, batches_per_epoch, k):
-            micro_batches = []
-            for b in range(b0, b0 + k):
-                indices = order[b * global_batch : (b + 1) * global_batch][accelerator.process_index :: accelerator.num_processes]
-                x = train_images[indices].to(accelerator.device)
-                if args.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                labels = None if train_labels is None else train_labels[indices].to(accelerator.device)
-                micro_batches.append((x, labels, micro_batch_generator(args.seed, b + epoch * batches_per_epoch, accelerator.process_index)))
-            logs = training_step(accelerator, generator, discriminator, opt_g, opt_d, micro_batches, args, num_classes)
-            if isinstance(logs, str):
-                progress.close()
-                raise diverged_error(global_step + 1, last_good_checkpoint, f"the {logs} loss", f"--{logs}_learning_rate")
-            if ema is not None:
-                ema.step(unwrapped_g.parameters())
-            global_step += 1
-            progress.update(1)
-            progress.set_postfix(**{key: round(value, 3) for key, value in logs.items()})
-            accelerator.log(logs, step=global_step)
+        step_batches = []
+        for micro_index, indices in itertools.islice(batches, args.gradient_accumulation_steps):
+            x = train_images[indices].to(accelerator.device)
+            if args.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            labels = None if train_labels is None else train_labels[indices].to(accelerator.device)
+            step_batches.append((x, labels, micro_batch_generator(args.seed, micro_index, accelerator.process_index)))
+        logs = training_step(accelerator, generator, discriminator, opt_g, opt_d, step_batches, args, num_classes)
+        if isinstance(logs, str):
+            progress.close()
+            raise diverged_error(global_step + 1, last_good_checkpoint, f"the {logs} loss", f"--{logs}_learning_rate")
+        if ema is not None:
+            ema.step(unwrapped_g.parameters())
+        global_step += 1
+        progress.update(1)
+        progress.set_postfix(**{key: round(value, 3) for key, value in logs.items()})
+        accelerator.log(logs, step=global_step)
 
-            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
-                if accelerator.is_main_process:
-                    last_good_checkpoint = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
-            if accelerator.is_main_process and global_step % args.validation_steps == 0:
-                if ema is not None:
-                    ema.store(unwrapped_g.parameters())
-                    ema.copy_to(unwrapped_g.parameters())
-                grid = fixed_noise_grid(unwrapped_g, fixed_z, fixed_labels)
-                if ema is not None:
-                    ema.restore(unwrapped_g.parameters())
-                save_validation_grid(accelerator, args.output_dir, grid, global_step)
-            if global_step >= max_train_steps:
-                break
+        if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
+            if accelerator.is_main_process:
+                last_good_checkpoint = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+        if accelerator.is_main_process and global_step % args.validation_steps == 0:
+            if ema is not None:
+                ema.store(unwrapped_g.parameters())
+                ema.copy_to(unwrapped_g.parameters())
+            grid = fixed_noise_grid(unwrapped_g, fixed_z, fixed_labels)
+            if ema is not None:
+                ema.restore(unwrapped_g.parameters())
+            save_validation_grid(accelerator, args.output_dir, grid, global_step)
     train_seconds = time.perf_counter() - start_time
     accelerator.wait_for_everyone()
 

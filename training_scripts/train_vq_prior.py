@@ -35,7 +35,7 @@ from hf_genzoo.models.code_prior import CodeLayout, build_code_prior, code_nll, 
 from hf_genzoo.training_utils import (
     TrainingDivergedError,
     diverged_error,
-    epoch_permutation,
+    micro_batches,
     find_checkpoint,
     load_split_tensors,
     load_train_and_held_out,
@@ -234,49 +234,44 @@ def main(args: argparse.Namespace) -> str:
     prior.train()
 
     # 4. the loop: next-code cross-entropy (GPT-2 shifts the labels itself; the start token is never a target)
-    while global_step < max_train_steps:
-        micro_index = global_step * args.gradient_accumulation_steps
-        epoch, batch_in_epoch = divmod(micro_index, batches_per_epoch)
-        order = epoch_permutation(num_train, args.seed, epoch)
-        for b in range(batch_in_epoch, batches_per_epoch):
-            global_indices = order[b * global_batch : (b + 1) * global_batch]
-            tokens = train_tokens[global_indices[accelerator.process_index :: accelerator.num_processes]].to(accelerator.device)
-            with accelerator.accumulate(prior):
-                with accelerator.autocast():
-                    loss = prior(input_ids=tokens, labels=tokens).loss
-                if not torch.isfinite(loss):
-                    progress.close()
-                    raise diverged_error(global_step + 1, last_good_checkpoint)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(prior.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
-            if ema is not None:
-                ema.step(unwrapped.parameters())
-            global_step += 1
-            progress.update(1)
-            logs = {"loss": round(loss.item(), 4), "lr": lr_scheduler.get_last_lr()[0]}
-            progress.set_postfix(loss=logs["loss"])
-            accelerator.log(logs, step=global_step)
+    for _, indices in micro_batches(args, accelerator, num_train, batches_per_epoch, global_step):
+        if global_step >= max_train_steps:  # also when resuming a finished run
+            break
+        tokens = train_tokens[indices].to(accelerator.device)
+        with accelerator.accumulate(prior):
+            with accelerator.autocast():
+                loss = prior(input_ids=tokens, labels=tokens).loss
+            if not torch.isfinite(loss):
+                progress.close()
+                raise diverged_error(global_step + 1, last_good_checkpoint)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(prior.parameters(), args.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+        if ema is not None:
+            ema.step(unwrapped.parameters())
+        global_step += 1
+        progress.update(1)
+        logs = {"loss": round(loss.item(), 4), "lr": lr_scheduler.get_last_lr()[0]}
+        progress.set_postfix(loss=logs["loss"])
+        accelerator.log(logs, step=global_step)
 
-            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
-                if accelerator.is_main_process:
-                    last_good_checkpoint = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
-            if accelerator.is_main_process and global_step % args.validation_steps == 0:
-                if ema is not None:
-                    ema.store(unwrapped.parameters())
-                    ema.copy_to(unwrapped.parameters())
-                unwrapped.eval()
-                save_validation_grid(accelerator, args.output_dir, sample_grid(VQVAEPipeline(vqvae=vqvae, prior=unwrapped), num_classes, args), global_step)
-                unwrapped.train()
-                if ema is not None:
-                    ema.restore(unwrapped.parameters())
-            if global_step >= max_train_steps:
-                break
+        if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
+            if accelerator.is_main_process:
+                last_good_checkpoint = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+        if accelerator.is_main_process and global_step % args.validation_steps == 0:
+            if ema is not None:
+                ema.store(unwrapped.parameters())
+                ema.copy_to(unwrapped.parameters())
+            unwrapped.eval()
+            save_validation_grid(accelerator, args.output_dir, sample_grid(VQVAEPipeline(vqvae=vqvae, prior=unwrapped), num_classes, args), global_step)
+            unwrapped.train()
+            if ema is not None:
+                ema.restore(unwrapped.parameters())
     train_seconds = time.perf_counter() - start_time
     accelerator.wait_for_everyone()
 
