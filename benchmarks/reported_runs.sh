@@ -36,12 +36,27 @@ $diffusion --dataset_name "$data/mnist" --resolution 28 --num_channels 1 --max_t
     --likelihood_timesteps 200 --max_eval_samples 2000 --num_generated 1000 \
     --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-ddpm"
 
-# 7. DCGAN on the shapes world (class-conditional: coverage/validity) and on MNIST (FID, class histogram)
-python training_scripts/train_gan.py --mixed_precision bf16 --class_conditional --max_train_steps 3000 \
-    --output_dir "$out/shapes-gan"
+# 7. DCGAN, unconditional, on the shapes world (oracle validity / coverage) and on MNIST (FID, class histogram)
+/usr/bin/time -v python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 3000 \
+    --output_dir "$out/shapes-gan" 2> "$out.shapes-gan.time" || true
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
     --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
 
 # 8. throughput and memory of diffusion
 python benchmarks/bench_diffusion_train.py --output "$out/bench_diffusion_train.json"
 python benchmarks/sample_memory.py "$out/shapes-ddpm" --batch_size 64 --output "$out/sample_memory.json"
+
+# 9. VQ-VAE with and without dead-code restart, on the shapes world and on MNIST; then the GPT-2 priors
+vq="python training_scripts/train_autoencoder.py --model vqvae --mixed_precision bf16 --max_train_steps 1500"
+mnist="--dataset_name $data/mnist --resolution 28 --num_channels 1"
+$vq --dead_code_steps 100 --output_dir "$out/shapes-vqvae-restart"
+$vq --output_dir "$out/shapes-vqvae-norestart"
+$vq $mnist --dead_code_steps 100 --output_dir "$out/mnist-vqvae-restart"
+$vq $mnist --output_dir "$out/mnist-vqvae-norestart"
+prior="python training_scripts/train_vq_prior.py --mixed_precision bf16 --max_train_steps 2000"
+$prior --vqvae "$out/shapes-vqvae-restart" --output_dir "$out/shapes-vqvae-prior"
+$prior --vqvae "$out/mnist-vqvae-restart" --dataset_name "$data/mnist" --num_generated 1000 --max_eval_samples 2000 \
+    --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-vqvae-prior"
+
+# 10. nearest-code search: one matrix product against the naive broadcasted distance
+python benchmarks/bench_quantize.py --output "$out/bench_quantize.json"
