@@ -91,7 +91,47 @@ def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-class VectorQuantizer(nn.Module):
+class _Quantizer(nn.Module):
+    """What both quantisers share: the codebook, index checks and lookups, and the usage statistics."""
+
+    cosine = False
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, usage_window: int):
+        super().__init__()
+        if num_embeddings < 2:
+            raise ValueError(f"num_embeddings (the codebook size K) must be ≥ 2, got {num_embeddings}")
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be ≥ 1, got {embedding_dim}")
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.embedding = nn.Embedding(num_embeddings, embedding_dim)
+        self.health = _CodebookHealth(num_embeddings, usage_window)
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The codes as the search sees them (K, D): l2-normalised when `cosine`."""
+        weight = self.embedding.weight
+        return F.normalize(weight, dim=1) if self.cosine else weight
+
+    def check_indices(self, indices: torch.Tensor) -> None:
+        if indices.dtype.is_floating_point:
+            raise ValueError(f"code indices must be integers, got dtype {indices.dtype}")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_embeddings):
+            raise ValueError(
+                f"code indices must be in [0, {self.num_embeddings}) for this codebook of K = {self.num_embeddings} "
+                f"codes, got values from {int(indices.min())} to {int(indices.max())}"
+            )
+
+    def indices_to_latents(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codes (B, h, w) → z_q (B, D, h, w)."""
+        self.check_indices(indices)
+        return self.codebook[indices].permute(0, 3, 1, 2).contiguous()
+
+    def _check_input(self, z_e: torch.Tensor) -> None:
+        if z_e.ndim != 4 or z_e.shape[1] != self.embedding_dim:
+            raise ValueError(f"expected z_e of shape (batch, {self.embedding_dim}, h, w), got {tuple(z_e.shape)}")
+
+
+class VectorQuantizer(_Quantizer):
     r"""Nearest-neighbour vector quantiser with a straight-through gradient.
 
     Parameters:
@@ -124,55 +164,27 @@ class VectorQuantizer(nn.Module):
         cosine: bool = False,
         usage_window: int = 100,
     ):
-        super().__init__()
-        if num_embeddings < 2:
-            raise ValueError(f"num_embeddings (the codebook size K) must be ≥ 2, got {num_embeddings}")
-        if embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be ≥ 1, got {embedding_dim}")
+        super().__init__(num_embeddings, embedding_dim, usage_window)
         if beta < 0:
             raise ValueError(f"beta (the commitment weight) must be ≥ 0, got {beta}")
         if not 0 < ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay}")
         if dead_code_steps < 0:
             raise ValueError(f"dead_code_steps must be ≥ 0 (0: no restarts), got {dead_code_steps}")
-        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.beta, self.use_ema, self.ema_decay, self.ema_epsilon = beta, use_ema, ema_decay, ema_epsilon
         self.kmeans_init, self.dead_code_steps, self.cosine = kmeans_init, dead_code_steps, cosine
 
-        self.embedding = nn.Embedding(num_embeddings, embedding_dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / num_embeddings, 1.0 / num_embeddings)
         if use_ema:
             self.embedding.weight.requires_grad_(False)  # moved by the averages, not by the optimiser
             self.register_buffer("ema_cluster_size", torch.zeros(num_embeddings))
             self.register_buffer("ema_embed_sum", self.embedding.weight.detach().clone())
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
-        self.health = _CodebookHealth(num_embeddings, usage_window)
-
-    @property
-    def codebook(self) -> torch.Tensor:
-        """The codes as the search sees them (K, D): l2-normalised when `cosine`."""
-        weight = self.embedding.weight
-        return F.normalize(weight, dim=1) if self.cosine else weight
-
-    def check_indices(self, indices: torch.Tensor) -> None:
-        if indices.dtype.is_floating_point:
-            raise ValueError(f"code indices must be integers, got dtype {indices.dtype}")
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_embeddings):
-            raise ValueError(
-                f"code indices must be in [0, {self.num_embeddings}) for this codebook of K = {self.num_embeddings} "
-                f"codes, got values from {int(indices.min())} to {int(indices.max())}"
-            )
-
-    def indices_to_latents(self, indices: torch.Tensor) -> torch.Tensor:
-        """Codes (B, h, w) → z_q (B, D, h, w)."""
-        self.check_indices(indices)
-        return self.codebook[indices].permute(0, 3, 1, 2).contiguous()
 
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
         """z_e (B, D, h, w) → z_q, codes and the loss. In training mode also updates the EMA codebook, the usage
         statistics and (if on) restarts dead codes."""
-        if z_e.ndim != 4 or z_e.shape[1] != self.embedding_dim:
-            raise ValueError(f"expected z_e of shape (batch, {self.embedding_dim}, h, w), got {tuple(z_e.shape)}")
+        self._check_input(z_e)
         B, D, h, w = z_e.shape
         z = z_e.float().permute(0, 2, 3, 1).reshape(-1, D)  # (N, D), N = B·h·w
         if self.cosine:
@@ -183,9 +195,9 @@ class VectorQuantizer(nn.Module):
         codebook = self.codebook.float()
         indices = nearest_codes(z.detach(), codebook.detach())  # (N,)
         z_q = codebook[indices]  # (N, D), differentiable w.r.t. the codebook
-        counts = _all_reduce(torch.bincount(indices, minlength=self.num_embeddings).float()) if self.training else (
-            torch.bincount(indices, minlength=self.num_embeddings).float()
-        )
+        counts = torch.bincount(indices, minlength=self.num_embeddings).float()  # (K,)
+        if self.training:
+            counts = _all_reduce(counts)  # the codebook updates and statistics see every rank's batch
 
         # L_vq = ‖sg[z_e] − e‖² + β ‖z_e − sg[e]‖²  (EQUATIONS.md, VQ-VAE; means over locations and dimensions)
         codebook_loss = F.mse_loss(z_q, z.detach())
@@ -272,7 +284,7 @@ class VectorQuantizer(nn.Module):
         self.health.batches_since_used[dead] = 0
 
 
-class GumbelQuantizer(nn.Module):
+class GumbelQuantizer(_Quantizer):
     r"""The dVAE relaxation (Ramesh et al. 2021; EQUATIONS.md): the encoder output is projected to K logits per
     location, y = softmax((g + log π) / τ) with g ~ Gumbel(0, 1), and z = Σ_j y_j e_j. The loss is
     `kl_weight` · KL(π ‖ uniform) per location. `temperature` τ is an attribute the training script anneals; in
@@ -296,25 +308,14 @@ class GumbelQuantizer(nn.Module):
         straight_through: bool = False,
         usage_window: int = 100,
     ):
-        super().__init__()
-        if num_embeddings < 2:
-            raise ValueError(f"num_embeddings (the codebook size K) must be ≥ 2, got {num_embeddings}")
+        super().__init__(num_embeddings, embedding_dim, usage_window)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.temperature, self.kl_weight, self.straight_through = temperature, kl_weight, straight_through
         self.proj = nn.Conv2d(embedding_dim, num_embeddings, 1)
-        self.embedding = nn.Embedding(num_embeddings, embedding_dim)
-        self.health = _CodebookHealth(num_embeddings, usage_window)
-
-    codebook = VectorQuantizer.codebook
-    check_indices = VectorQuantizer.check_indices
-    indices_to_latents = VectorQuantizer.indices_to_latents
-    cosine = False
 
     def forward(self, z_e: torch.Tensor, generator: torch.Generator | None = None) -> QuantizerOutput:
-        if z_e.ndim != 4 or z_e.shape[1] != self.embedding_dim:
-            raise ValueError(f"expected z_e of shape (batch, {self.embedding_dim}, h, w), got {tuple(z_e.shape)}")
+        self._check_input(z_e)
         logits = self.proj(z_e).float()  # (B, K, h, w): log π up to a constant
         indices = logits.argmax(dim=1)  # (B, h, w)
         if self.training:
