@@ -72,6 +72,17 @@ def test_resume_continues_exactly(vqvae_folder, tmp_path):
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
 
 
+def test_vqvae_from_the_hub_and_push_to_hub(vqvae_folder, hub, hub_cache, tmp_path):
+    """The first stage comes by repo id, the trained pipeline goes back up (without checkpoints or logs)."""
+    hub.add_files("genzoo-tests/tiny-vqvae", {p.name: p.read_bytes() for p in vqvae_folder.iterdir()})
+    out = tmp_path / "pushed"
+    run(*tiny_args("genzoo-tests/tiny-vqvae", out, "--max_train_steps", "2", "--push_to_hub", "--hub_model_id", "genzoo-tests/shapes-vq-prior"))
+    files = set(hub.list_files("genzoo-tests/shapes-vq-prior"))
+    assert {"model_index.json", "README.md", "samples.png", "metrics.json", "prior/model.safetensors", "vqvae/diffusion_pytorch_model.safetensors"} <= files
+    assert not any(f.startswith(("checkpoint-", "validation/", "logs/")) for f in files)
+    assert VQVAEPipeline.from_pretrained("genzoo-tests/shapes-vq-prior").vqvae.num_codes == 16
+
+
 def test_vqvae_is_found_inside_a_saved_pipeline_and_other_folders_are_refused(vqvae_folder, tmp_path):
     AutoencoderPipeline(model=VQVAEModel.from_pretrained(vqvae_folder)).save_pretrained(tmp_path / "ae")
     assert isinstance(train.load_vqvae(str(tmp_path / "ae")), VQVAEModel)
