@@ -240,7 +240,7 @@ def main(args: argparse.Namespace) -> str:
         tokens = train_tokens[indices].to(accelerator.device)
         with accelerator.accumulate(prior):
             with accelerator.autocast():
-                loss = prior(input_ids=tokens, labels=tokens).loss
+                loss = prior(input_ids=tokens, attention_mask=torch.ones_like(tokens), labels=tokens).loss
             if not torch.isfinite(loss):
                 progress.close()
                 raise diverged_error(global_step + 1, last_good_checkpoint)

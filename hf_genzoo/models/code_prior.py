@@ -125,7 +125,8 @@ def codes_to_tokens(indices: torch.Tensor, layout: CodeLayout, class_labels=None
 
 def code_nll(prior: GPT2LMHeadModel, tokens: torch.Tensor) -> torch.Tensor:
     """−ln p(codes | start) per image, in nats summed over the h·w codes (B,). The start token is given."""
-    logits = prior(input_ids=tokens[:, :-1]).logits.float()  # (B, h·w, V): p(code_i | start, code_<i)
+    inputs = tokens[:, :-1]
+    logits = prior(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits.float()  # (B, h·w, V): p(code_i | start, code_<i)
     nll = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")  # (B, h·w)
     return nll.sum(1)
 
