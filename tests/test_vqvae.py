@@ -68,6 +68,18 @@ def test_ema_update_is_the_smoothed_average_of_assigned_vectors():
     torch.testing.assert_close(out.loss, 0.25 * out.commitment_loss)  # no codebook term with EMA
 
 
+def test_ema_code_that_no_vector_picks_stays_put():
+    """From the initial counts of one, an unused code keeps its place (up to the Laplace smoothing) instead of
+    blowing up to |e_k| / ε and never being picked again."""
+    vq = VectorQuantizer(4, 2, use_ema=True, ema_decay=0.9).train()
+    with torch.no_grad():
+        vq.embedding.weight[3] = vq.ema_embed_sum[3] = torch.tensor([5.0, 5.0])
+    for _ in range(3):
+        out = vq(torch.randn(1, 2, 4, 4) * 0.1)
+        assert not (out.indices == 3).any()
+    torch.testing.assert_close(vq.embedding.weight[3], torch.tensor([5.0, 5.0]), rtol=0.1, atol=0)
+
+
 def test_kmeans_init_puts_codes_on_the_clusters():
     torch.manual_seed(0)
     centres = torch.tensor([[5.0, 5.0], [-5.0, 5.0], [5.0, -5.0], [-5.0, -5.0]])

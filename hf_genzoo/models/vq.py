@@ -177,7 +177,9 @@ class VectorQuantizer(_Quantizer):
         nn.init.uniform_(self.embedding.weight, -1.0 / num_embeddings, 1.0 / num_embeddings)
         if use_ema:
             self.embedding.weight.requires_grad_(False)  # moved by the averages, not by the optimiser
-            self.register_buffer("ema_cluster_size", torch.zeros(num_embeddings))
+            # every code starts as a cluster of one vector, itself: a code no vector picks then stays where it is
+            # (from zero counts, e_k = m_k / Ñ_k would blow up to ~|e_k| / ε and the code could never be picked)
+            self.register_buffer("ema_cluster_size", torch.ones(num_embeddings))
             self.register_buffer("ema_embed_sum", self.embedding.weight.detach().clone())
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
 
