@@ -94,6 +94,11 @@ def test_vqvae_is_found_inside_a_saved_pipeline_and_other_folders_are_refused(vq
         train.load_vqvae(str(tmp_path / "gan"))
 
 
+def test_resolution_other_than_the_vqvaes_is_refused(vqvae_folder, tmp_path):
+    with pytest.raises(ValueError, match="--resolution 32 differs from the VQ-VAE's sample_size 16"):
+        run(*tiny_args(vqvae_folder, tmp_path / "prior", "--resolution", "32"))
+
+
 def test_bad_flags_are_refused_with_the_values(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--vqvae", "x", "--n_embd", "30", "--n_head", "4"])

@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval_split", default="test", help="held-out split for the NLL")
     parser.add_argument("--image_column", default=None)
     parser.add_argument("--label_column", default="label", help="class labels for --class_conditional")
-    parser.add_argument("--resolution", type=int, default=None, help="default: the VQ-VAE's sample_size")
+    parser.add_argument("--resolution", type=int, default=None, help="must be the VQ-VAE's sample_size (the default)")
     parser.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=1000)
@@ -184,7 +184,12 @@ def main(args: argparse.Namespace) -> str:
 
     # 1. the first stage, and the dataset encoded once into code sequences
     vqvae = load_vqvae(args.vqvae).to(accelerator.device).eval().requires_grad_(False)
-    args.resolution = args.resolution or vqvae.config.sample_size
+    if args.resolution not in (None, vqvae.config.sample_size):
+        raise ValueError(
+            f"--resolution {args.resolution} differs from the VQ-VAE's sample_size {vqvae.config.sample_size}: the prior "
+            f"models the code grid of the VQ-VAE's own resolution; leave --resolution out"
+        )
+    args.resolution = vqvae.config.sample_size
     args.num_channels = vqvae.config.in_channels
     label_column = args.label_column if args.class_conditional else None
     (train_images, train_labels, num_classes), (eval_images, eval_labels, _) = load_train_and_held_out(
