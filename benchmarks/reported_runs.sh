@@ -55,6 +55,8 @@ $vq $mnist --dead_code_steps 100 --output_dir "$out/mnist-vqvae-restart"
 $vq $mnist --output_dir "$out/mnist-vqvae-norestart"
 prior="python training_scripts/train_vq_prior.py --mixed_precision bf16 --max_train_steps 2000"
 $prior --vqvae "$out/shapes-vqvae-restart" --output_dir "$out/shapes-vqvae-prior"
+python training_scripts/train_vq_prior.py --mixed_precision bf16 --max_train_steps 6000 \
+    --vqvae "$out/shapes-vqvae-restart" --output_dir "$out/shapes-vqvae-prior-long"
 $prior --vqvae "$out/mnist-vqvae-restart" --dataset_name "$data/mnist" --num_generated 1000 --max_eval_samples 2000 \
     --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-vqvae-prior"
 
