@@ -56,6 +56,16 @@ def test_class_conditional_prior_writes_a_loadable_pipeline(vqvae_folder, tmp_pa
     assert "VQVAEPipeline" in card and "train_vq_prior.py" in card and "prior_nll_nats_per_code" in card
 
 
+def test_evaluate_script_judges_other_sampling_settings(vqvae_folder, tmp_path):
+    out = tmp_path / "prior"
+    run(*tiny_args(vqvae_folder, out, "--max_train_steps", "2"))
+    evaluate = load_script("evaluate_vq_prior")
+    results = evaluate.main([str(out), "--temperature", "1.0", "0.5", "--top_k", "0", "3", "--num_generated", "4", "--max_eval_samples", "8", "--output", str(tmp_path / "sweep.json")])
+    assert [(r["temperature"], r["top_k"]) for r in results] == [(1.0, None), (1.0, 3), (0.5, None), (0.5, 3)]
+    assert all(0 <= r["oracle_validity"] <= 1 and r["generated"] == 4 for r in results)
+    assert json.loads((tmp_path / "sweep.json").read_text()) == results
+
+
 def test_resume_continues_exactly(vqvae_folder, tmp_path):
     from accelerate.state import AcceleratorState, GradientState
 

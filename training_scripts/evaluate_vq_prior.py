@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Judge samples of a saved VQVAEPipeline at other sampling settings (temperature, top-k), with the functions
+`train_vq_prior.py` ends with: the shapes oracle's validity and coverage, or with `--fid_classifier` the FID on a
+domain classifier's features and the class histogram. Prints one JSON line per setting; `--output` writes them all.
+
+    python training_scripts/evaluate_vq_prior.py shapes-vqvae-prior --temperature 1.0 0.8 0.6 --top_k 0 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import os
+
+import torch
+
+import hf_genzoo  # noqa: F401  (binds our classes for diffusers' loader)
+from hf_genzoo import VQVAEPipeline
+from hf_genzoo.metrics import sample_quality_metrics
+from hf_genzoo.training_utils import load_split_tensors
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_training_script():
+    spec = importlib.util.spec_from_file_location("train_vq_prior", os.path.join(HERE, "train_vq_prior.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("pipeline", help="a saved VQVAEPipeline folder or Hub repo id")
+    parser.add_argument("--dataset_name", default="shapes", help="the data it was trained on (for the oracle / real images)")
+    parser.add_argument("--eval_split", default="test")
+    parser.add_argument("--max_eval_samples", type=int, default=1000)
+    parser.add_argument("--temperature", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--top_k", type=int, nargs="+", default=[0], help="0: no top-k")
+    parser.add_argument("--num_generated", type=int, default=500)
+    parser.add_argument("--fid_classifier", default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--output", default=None, help="write the results as a JSON list here")
+    args = parser.parse_args(argv)
+    if any(t <= 0 for t in args.temperature):
+        parser.error(f"--temperature values must be > 0, got {args.temperature}")
+
+    script = load_training_script()
+    pipe = VQVAEPipeline.from_pretrained(args.pipeline)
+    pipe.set_progress_bar_config(disable=True)
+    vq = pipe.vqvae.config
+    data_args = argparse.Namespace(
+        dataset_name=args.dataset_name, resolution=vq.sample_size, num_channels=vq.in_channels, image_column=None, seed=0
+    )
+    real, _, _ = load_split_tensors(data_args, args.eval_split, args.max_eval_samples)
+    labels = script.sample_labels(pipe.num_classes, args.num_generated)
+    results = []
+    for temperature, top_k in itertools.product(args.temperature, args.top_k):
+        settings = argparse.Namespace(temperature=temperature, top_k=top_k or None)
+        with torch.no_grad():
+            samples = script.generate(pipe, args.num_generated, labels, settings, seed=args.seed)
+        metrics = {"temperature": temperature, "top_k": top_k or None, "generated": len(samples)}
+        metrics.update(
+            sample_quality_metrics(
+                samples,
+                labels,
+                shapes_resolution=vq.sample_size if args.dataset_name == "shapes" else None,
+                real_images=real,
+                fid_classifier=args.fid_classifier,
+            )
+        )
+        print(json.dumps(metrics))
+        results.append(metrics)
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
