@@ -61,7 +61,7 @@ python training_scripts/train_vq_prior.py --mixed_precision bf16 --max_train_ste
 mkdir -p "$out/shapes-vqvae-prior-12k" && cp -r "$out/shapes-vqvae-prior-long/checkpoint-6000" "$out/shapes-vqvae-prior-12k/"
 python training_scripts/train_vq_prior.py --mixed_precision bf16 --max_train_steps 12000 --resume_from_checkpoint latest \
     --vqvae "$out/shapes-vqvae-restart" --output_dir "$out/shapes-vqvae-prior-12k"
-python training_scripts/evaluate_vq_prior.py "$out/shapes-vqvae-prior-12k" --temperature 1.0 0.8 0.6 --top_k 0 8 4 \
+python training_scripts/evaluate_vq_prior.py "$out/shapes-vqvae-prior-12k" --temperature 1.0 0.8 0.6 --top_k 0 4 \
     --output "$out/shapes-vqvae-prior-12k-sweep.json"
 $prior --vqvae "$out/mnist-vqvae-restart" --dataset_name "$data/mnist" --num_generated 1000 --max_eval_samples 2000 \
     --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-vqvae-prior"
