@@ -35,6 +35,7 @@ from hf_genzoo import GenZooDDIMScheduler, GenZooDDPMScheduler, PixelDiffusionPi
 from hf_genzoo.hub import write_model_card
 from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.training_utils import (
+    card_dataset_fields,
     TrainingDivergedError,
     diverged_error,
     micro_batches,
@@ -483,14 +484,10 @@ def save_model_folder(args, pipe: PixelDiffusionPipeline, metrics: dict, grid, n
         write_model_card(
             staging,
             "pixel_diffusion",
-            model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
-            repo_id=args.hub_model_id or args.output_dir,
+            **card_dataset_fields(args),
             pipeline_class="PixelDiffusionPipeline",
             model_class="UNet2DModel",
             tags=["diffusion", "ddpm", "ddim", "class-conditional" if num_classes else "unconditional-image-generation"],
-            datasets=[] if args.dataset_name == "shapes" or os.path.exists(args.dataset_name) else [args.dataset_name],
-            dataset_name=args.dataset_name,
-            dataset_description=_describe_dataset(args),
             num_classes=num_classes,
             metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated", "likelihood_images")},
             training_summary=summary,
@@ -498,11 +495,6 @@ def save_model_folder(args, pipe: PixelDiffusionPipeline, metrics: dict, grid, n
             training_command=command,
         )
 
-
-def _describe_dataset(args) -> str:
-    if args.dataset_name == "shapes":
-        return f"the hf_genzoo shapes world ({args.resolution}×{args.resolution}, {args.num_shapes} shape(s) per image)"
-    return f"`{args.dataset_name}` at {args.resolution}×{args.resolution}"
 
 
 if __name__ == "__main__":

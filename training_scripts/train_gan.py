@@ -37,6 +37,7 @@ from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.models.gan import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
 from hf_genzoo.pipelines import save_gif
 from hf_genzoo.training_utils import (
+    card_dataset_fields,
     TrainingDivergedError,
     diverged_error,
     micro_batches,
@@ -416,14 +417,10 @@ def save_model_folder(args, pipe: GANPipeline, metrics: dict, num_classes: int |
         write_model_card(
             staging,
             "gan",
-            model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
-            repo_id=args.hub_model_id or args.output_dir,
+            **card_dataset_fields(args),
             pipeline_class="GANPipeline",
             model_class="DCGANGenerator",
             tags=["gan", "dcgan", "class-conditional" if num_classes else "unconditional-image-generation"],
-            datasets=[] if args.dataset_name == "shapes" or os.path.exists(args.dataset_name) else [args.dataset_name],
-            dataset_name=args.dataset_name,
-            dataset_description=_describe_dataset(args),
             num_classes=num_classes,
             metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated")},
             training_summary=summary,
@@ -433,11 +430,6 @@ def save_model_folder(args, pipe: GANPipeline, metrics: dict, num_classes: int |
         with open(os.path.join(staging, "README.md"), "a") as f:
             f.write("\n## Interpolation\n\nSpherical paths between random latents:\n\n![interpolation](interpolation.png)\n")
 
-
-def _describe_dataset(args) -> str:
-    if args.dataset_name == "shapes":
-        return f"the hf_genzoo shapes world ({args.resolution}×{args.resolution}, {args.num_shapes} shape(s) per image)"
-    return f"`{args.dataset_name}` at {args.resolution}×{args.resolution}"
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from hf_genzoo.hub import resolve_pretrained_folder, write_model_card
 from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.models.code_prior import CodeLayout, build_code_prior, code_nll, codes_to_tokens, nats_to_bits_per_dim
 from hf_genzoo.training_utils import (
+    card_dataset_fields,
     TrainingDivergedError,
     diverged_error,
     micro_batches,
@@ -326,13 +327,9 @@ def save_model_folder(args, pipe: VQVAEPipeline, metrics: dict, grid, num_classe
         write_model_card(
             staging,
             "vqvae",
-            model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
-            repo_id=args.hub_model_id or args.output_dir,
+            **card_dataset_fields(args),
             pipeline_class="VQVAEPipeline",
             tags=["vq-vae", "autoregressive-prior", "class-conditional" if num_classes else "unconditional-image-generation"],
-            datasets=[] if args.dataset_name == "shapes" or os.path.exists(args.dataset_name) else [args.dataset_name],
-            dataset_name=args.dataset_name,
-            dataset_description=_describe_dataset(args),
             num_classes=num_classes,
             metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated", "nll_images")},
             training_summary=f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s (the prior; the VQ-VAE `{args.vqvae}` was trained first); samples with {sampling}",
@@ -340,11 +337,6 @@ def save_model_folder(args, pipe: VQVAEPipeline, metrics: dict, grid, num_classe
             training_command="accelerate launch training_scripts/train_vq_prior.py " + " ".join(sys.argv[1:]),
         )
 
-
-def _describe_dataset(args) -> str:
-    if args.dataset_name == "shapes":
-        return f"the hf_genzoo shapes world ({args.resolution}×{args.resolution}, {args.num_shapes} shape(s) per image)"
-    return f"`{args.dataset_name}` at {args.resolution}×{args.resolution}"
 
 
 if __name__ == "__main__":
