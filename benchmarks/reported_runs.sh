@@ -28,6 +28,14 @@ python benchmarks/bench_vae_train.py --output "$out/bench_vae_train.json"
 diffusion="python training_scripts/train_diffusion.py --mixed_precision bf16"  # v-prediction, min-SNR γ = 5 (defaults)
 /usr/bin/time -v $diffusion --class_conditional --max_train_steps 4500 --guidance_scale 2.0 --likelihood_timesteps 200 \
     --output_dir "$out/shapes-ddpm" 2> "$out.shapes-ddpm.time" || true
+# ... continued from its step-4500 checkpoint to 9,000 steps, then from 9,000 to 13,500 (each resume re-plans the
+# cosine schedule for the new length); judged without guidance (guidance lowers validity here, see the README)
+for pair in "4500 9000 shapes-ddpm shapes-ddpm-9k" "9000 13500 shapes-ddpm-9k shapes-ddpm-13k"; do
+    set -- $pair
+    mkdir -p "$out/$4" && cp -r "$out/$3/checkpoint-$1" "$out/$4/"
+    /usr/bin/time -v $diffusion --class_conditional --max_train_steps "$2" --guidance_scale 1.0 --likelihood_timesteps 200 \
+        --resume_from_checkpoint latest --output_dir "$out/$4" 2> "$out.$4.time" || true
+done
 
 # 6. the MNIST domain classifier (FID features), then unconditional pixel diffusion on MNIST
 python training_scripts/train_domain_classifier.py --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
