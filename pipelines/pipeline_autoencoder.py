@@ -17,8 +17,9 @@ class AutoencoderPipeline(GenZooPipeline):
     r"""
     Inference with an autoencoder or VAE.
 
-    Sampling (`__call__`) draws z from the VAE's prior N(0, I), or, for a deterministic autoencoder, from the
-    Gaussian fitted to its training latents (GLO; stored with the model), and decodes it. A `VQVAEModel` encodes
+    Sampling (`__call__`) draws z from the VAE's sampling prior (N(0, I), or the Gaussian mixture fitted to its
+    training latents when the VAE has one: `latent_prior="mixture"`), or, for a deterministic autoencoder, from the
+    Gaussian fitted to its training latents (GLO); fitted priors are stored with the model. It decodes z. A `VQVAEModel` encodes
     (to z_e), decodes (quantising first) and reconstructs here; it samples through `VQVAEPipeline` with its prior.
 
     Parameters:
@@ -111,6 +112,7 @@ class AutoencoderPipeline(GenZooPipeline):
         generator: torch.Generator | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        prior: str | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Sample new images.
@@ -118,6 +120,8 @@ class AutoencoderPipeline(GenZooPipeline):
         Args:
             batch_size (`int`, defaults to 1): number of images.
             generator (`torch.Generator`, *optional*): makes sampling deterministic.
+            prior (`"normal" | "mixture"`, *optional*): a VAE's latent distribution to sample, N(0, I) or its
+                fitted mixture; defaults to the VAE's `latent_prior`. Autoencoders take no `prior`.
             output_type (`"pil" | "np" | "pt"`, defaults to `"pil"`): PIL images, a numpy array (B, H, W, C) in
                 [0, 1], or a tensor (B, C, H, W) in [0, 1].
             return_dict (`bool`, defaults to `True`): an `ImagePipelineOutput` rather than a tuple.
@@ -131,8 +135,10 @@ class AutoencoderPipeline(GenZooPipeline):
                 "a VQ-VAE samples through a prior over its codes: train one with training_scripts/train_vq_prior.py "
                 "and sample with VQVAEPipeline; AutoencoderPipeline only encodes, decodes and reconstructs with it"
             )
+        if prior is not None and not isinstance(self.model, VAEModel):
+            raise ValueError(f"prior={prior!r} chooses a VAE's latent distribution; this {type(self.model).__name__} has none to choose")
         # 2. latents from the prior (VAE) or the fitted latent Gaussian (autoencoders)
-        latents = self.model.sample_prior(batch_size, generator=generator)
+        latents = self.model.sample_prior(batch_size, generator=generator, **({} if prior is None else {"prior": prior}))
         # 3. decode
         return self.decode(latents, output_type=output_type, return_dict=return_dict)
 

@@ -55,6 +55,9 @@ def test_vae_run_writes_a_loadable_model_folder(tmp_path):
         assert isinstance(metrics[key], float), key
     assert metrics["iwae_nats"] >= metrics["elbo_nats"] - 1.0  # the IWAE bound is the tighter one (up to noise)
     assert metrics["train_steps"] == 6
+    # samples come from the latent mixture fitted after training; N(0, I) is judged beside it
+    assert metrics["latent_prior_components"] == 100 and math.isfinite(metrics["latent_prior_log_likelihood"])
+    assert isinstance(metrics["oracle_validity_normal_prior"], float)
 
     card = (out / "README.md").read_text()
     assert "library_name: hf_genzoo" in card and "model-index" in card and "import hf_genzoo" in card
@@ -62,7 +65,16 @@ def test_vae_run_writes_a_loadable_model_folder(tmp_path):
 
     pipe = AutoencoderPipeline.from_pretrained(out)
     assert isinstance(pipe.model, VAEModel) and pipe.model.config.scaling_factor != 1.0
+    assert pipe.model.config.latent_prior == "mixture" and pipe.model.latent_prior_fitted
     assert len(pipe(batch_size=2).images) == 2
+    assert len(pipe(batch_size=2, prior="normal").images) == 2
+
+
+def test_vae_mixture_with_more_components_than_images_stops_before_training(tmp_path):
+    out = tmp_path / "vae"
+    with pytest.raises(ValueError, match=r"--latent_prior_components 500 is more than the 128 training images"):
+        run(*tiny_args(out, "--model", "vae", "--latent_prior_components", "500"))
+    assert not list(out.glob("checkpoint-*"))
 
 
 @pytest.mark.parametrize("variant", ["ae", "denoising_ae", "sparse_ae", "masked_ae"])

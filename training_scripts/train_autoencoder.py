@@ -111,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--beta", type=float, default=1.0, help="KL weight (β-VAE when > 1)")
     parser.add_argument("--likelihood", choices=("gaussian", "bernoulli"), default="bernoulli", help="p(x|z); bernoulli suits the binary-valued shapes world and MNIST, gaussian natural images")
     parser.add_argument("--gaussian_variance", type=float, default=0.01, help="c in N(x̂, cI)")
+    parser.add_argument("--latent_prior", choices=("mixture", "normal"), default="mixture", help="vae: sample from a Gaussian mixture fitted to the training latents after training (ex-post density estimation), or from N(0, I)")
+    parser.add_argument("--latent_prior_components", type=int, default=100, help="M, the components of --latent_prior mixture")
     parser.add_argument("--noise_std", type=float, default=0.2, help="σ of the denoising AE's Gaussian noise")
     parser.add_argument("--corruption", choices=("gaussian", "dropout"), default=None, help="denoising_ae corruption")
     parser.add_argument("--drop_prob", type=float, default=0.25)
@@ -229,7 +231,14 @@ def build_model(args) -> AutoencoderModel | VAEModel | VQVAEModel:
             gumbel_kl_weight=args.gumbel_kl_weight,
         )
     elif model_cls is VAEModel:
-        config.update(latent_type=args.latent_type, beta=args.beta, likelihood=args.likelihood, gaussian_variance=args.gaussian_variance)
+        config.update(
+            latent_type=args.latent_type,
+            beta=args.beta,
+            likelihood=args.likelihood,
+            gaussian_variance=args.gaussian_variance,
+            latent_prior=args.latent_prior,
+            latent_prior_components=args.latent_prior_components,
+        )
     else:
         config.update(
             latent_type=args.latent_type,
@@ -281,7 +290,9 @@ def validation_grid(model, images: torch.Tensor, generator_seed: int, num_sample
     x = images.to(model.device, model.dtype)
     rows = [x.float().cpu(), model(x).sample.float().cpu()]
     if isinstance(model, VAEModel) or (isinstance(model, AutoencoderModel) and model.latent_gaussian_fitted):
-        z = model.sample_prior(num_samples, generator=torch.Generator().manual_seed(generator_seed))
+        # a VAE's latent mixture is fitted after training: until then its grids sample N(0, I)
+        prior = {"prior": "normal"} if isinstance(model, VAEModel) and not model.latent_prior_fitted else {}
+        z = model.sample_prior(num_samples, generator=torch.Generator().manual_seed(generator_seed), **prior)
         rows.append(model.decode(z.to(model.device)).sample.float().cpu())
     model.train()
     return image_grid(torch.cat(rows), nrow=len(images))
@@ -313,6 +324,11 @@ def main(args: argparse.Namespace) -> str:
         lambda split, max_samples: load_split(args, split, max_samples), args, logger
     )
     num_train = len(train_images)
+    if args.model == "vae" and args.latent_prior == "mixture" and min(num_train, 10_000) < args.latent_prior_components:
+        raise ValueError(
+            f"--latent_prior_components {args.latent_prior_components} is more than the {num_train} training images "
+            "the mixture is fitted to; lower it or use --latent_prior normal"
+        )
     global_batch = args.train_batch_size * accelerator.num_processes
     batches_per_epoch, max_train_steps = plan_steps(
         num_train, global_batch, args.gradient_accumulation_steps, args.num_epochs, args.max_train_steps
@@ -414,10 +430,14 @@ def main(args: argparse.Namespace) -> str:
             metrics = evaluate_vqvae(final_model, eval_images)
         else:
             train_latents = encode_means(final_model, train_images[:10_000])
+            prior_metrics = {}
             if isinstance(final_model, AutoencoderModel):
                 final_model.fit_latent_gaussian(train_latents)  # GLO sampling (Bojanowski et al. 2017)
             else:
                 final_model.register_to_config(scaling_factor=float(1.0 / train_latents.std().clamp_min(1e-6)))
+                if final_model.config.latent_prior == "mixture":  # ex-post density estimation (Ghosh et al. 2020)
+                    log_likelihood = final_model.fit_latent_prior(train_latents, generator=torch.Generator().manual_seed(args.seed))
+                    prior_metrics = {"latent_prior_components": args.latent_prior_components, "latent_prior_log_likelihood": log_likelihood}
             metrics = evaluate_autoencoder(
                 final_model,
                 eval_images,
@@ -427,6 +447,7 @@ def main(args: argparse.Namespace) -> str:
                 iwae_samples=args.iwae_samples,
                 seed=args.seed,
             )
+            metrics.update(prior_metrics)
         metrics.update(train_steps=global_step, train_seconds=round(train_seconds, 1))
         logger.info(f"metrics: {json.dumps(metrics)}")
         save_model_folder(args, final_model, metrics, validation_grid(final_model, grid_images, args.seed, num_samples=64))

@@ -45,7 +45,8 @@ def evaluate_autoencoder(
     - VAE: `elbo_nats`, `iwae_nats` (k = `iwae_samples`), and both in bits/dim (`*_bpd`, as −bound / (D ln 2));
     - `factors` (N, K) given: `mig` of the latent means against them;
     - `shapes_resolution` given (shapes-world data): `oracle_validity` and `oracle_coverage` of `num_generated`
-      samples from the prior (VAE) or the fitted latent Gaussian (autoencoders).
+      samples from the prior (VAE: its latent mixture when fitted, and then also N(0, I) as `*_normal_prior`) or
+      the fitted latent Gaussian (autoencoders).
     """
     model.eval()
     device, dtype = model.device, model.dtype
@@ -76,13 +77,19 @@ def evaluate_autoencoder(
     if shapes_resolution is not None and can_sample and num_generated:
         from ..data.shapes import ShapesOracle
 
-        samples = torch.cat(
-            [
-                model.decode(model.sample_prior(len(chunk), generator=generator).to(device)).sample.float().cpu()
-                for chunk in _batches(torch.empty(num_generated), batch_size)
-            ]
-        )
-        metrics.update(shapes_sample_metrics(samples.clamp(-1, 1), ShapesOracle(shapes_resolution)))
+        oracle = ShapesOracle(shapes_resolution)
+        # a VAE with a fitted latent mixture is judged on its samples from the mixture, and from N(0, I) beside them
+        priors = {"": {}}
+        if isinstance(model, VAEModel) and model.latent_prior_fitted:
+            priors["_normal_prior"] = {"prior": "normal"}
+        for suffix, prior in priors.items():
+            samples = torch.cat(
+                [
+                    model.decode(model.sample_prior(len(chunk), generator=generator, **prior).to(device)).sample.float().cpu()
+                    for chunk in _batches(torch.empty(num_generated), batch_size)
+                ]
+            )
+            metrics.update({key + suffix: value for key, value in shapes_sample_metrics(samples.clamp(-1, 1), oracle).items()})
     return metrics
 
 

@@ -7,6 +7,11 @@ Notation (../shared/EQUATIONS.md, "VAE"):
     ELBO     = E_q log p(x|z) − KL(q(z|x) ‖ p(z)) ≤ log p(x)
     β-VAE    = E_q log p(x|z) − β KL(q(z|x) ‖ p(z))
 
+Sampling draws z from p(z) = N(0, I), or, once `fit_latent_prior` has fitted a Gaussian mixture to the training
+set's latent means (config `latent_prior="mixture"`, ex-post density estimation: latent_mixture.py), from that
+mixture. The mixture only changes where samples come from; the ELBO and IWAE bounds keep N(0, I), the prior the
+model was trained with.
+
 The class presents the interface diffusers pipelines call on a `vae`: `encode(x).latent_dist`
 (`sample`, `mode`, `kl`), `decode(z).sample`, `config.scaling_factor`, `config.latent_channels`
 and `config.block_out_channels`, so it can replace `AutoencoderKL` in a `StableDiffusionPipeline`.
@@ -29,6 +34,10 @@ from diffusers.utils.torch_utils import randn_tensor
 import torch.nn.functional as F
 
 from .conv import ConvAutoencoderMixin, ConvDecoder, ConvEncoder, check_latent_config
+from .latent_mixture import fit_gaussian_mixture, sample_mixture
+
+LATENT_PRIORS = ("normal", "mixture")
+MAX_MIXTURE_DIMS = 1024
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -108,6 +117,10 @@ class VAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
         beta (`float`, defaults to 1.0): weight of the KL term (β-VAE when > 1).
         scaling_factor (`float`, defaults to 1.0): latents are multiplied by it before a diffusion model sees
             them (diffusers' convention); set it to 1 / std of the training latents after training.
+        latent_prior (`"normal"` or `"mixture"`, defaults to `"normal"`): what `sample_prior` draws from: N(0, I),
+            or a full-covariance Gaussian mixture fitted to the training latents after training
+            (`fit_latent_prior`; its parameters are buffers, saved with the weights).
+        latent_prior_components (`int`, defaults to 100): M, the mixture's components.
     """
 
     _supports_gradient_checkpointing = False
@@ -127,6 +140,8 @@ class VAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
         gaussian_variance: float = 0.01,
         beta: float = 1.0,
         scaling_factor: float = 1.0,
+        latent_prior: Literal["normal", "mixture"] = "normal",
+        latent_prior_components: int = 100,
     ):
         super().__init__()
         check_latent_config(latent_type, block_out_channels, sample_size)
@@ -147,6 +162,22 @@ class VAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
         # the encoder predicts (μ, ln σ²) stacked along the channel axis
         self.encoder = ConvEncoder(in_channels, 2 * latent_channels, **shape_args)
         self.decoder = ConvDecoder(latent_channels, out_channels, **shape_args)
+        if latent_prior not in LATENT_PRIORS:
+            raise ValueError(f"latent_prior must be one of {LATENT_PRIORS}, got {latent_prior!r}")
+        if latent_prior == "mixture":
+            if latent_prior_components < 1:
+                raise ValueError(f"latent_prior_components must be ≥ 1, got {latent_prior_components}")
+            d = math.prod(self.latent_shape)
+            if d > MAX_MIXTURE_DIMS:
+                raise ValueError(
+                    f"a latent mixture over {d} latent dimensions needs {latent_prior_components}·{d}² covariance "
+                    f"entries; latent_prior='mixture' supports up to {MAX_MIXTURE_DIMS} dimensions"
+                )
+            m = latent_prior_components
+            # p_M(z) = Σ_j π_j N(m_j, L_j L_jᵀ); all zero (L = 0: not fitted) until fit_latent_prior
+            self.register_buffer("prior_log_weights", torch.zeros(m))
+            self.register_buffer("prior_means", torch.zeros(m, d))
+            self.register_buffer("prior_scale_tril", torch.zeros(m, d, d))
 
     # ---- diffusers' vae interface ------------------------------------------------------------------
 
@@ -219,9 +250,48 @@ class VAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
 
     # ---- helpers ----------------------------------------------------------------------------------
 
-    def sample_prior(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """z ~ p(z) = N(0, I) at the training resolution."""
-        return randn_tensor((batch_size, *self.latent_shape), generator=generator, device=self.device, dtype=self.dtype)
+    @torch.no_grad()
+    def fit_latent_prior(self, latents: torch.Tensor, generator: torch.Generator | None = None, max_iterations: int = 200) -> float:
+        """Fit the latent mixture (config `latent_prior="mixture"`) to training latents (N, ...), normally the
+        posterior means μ(x_n), by EM (latent_mixture.py), and store it in the buffers. Returns the fitted
+        mixture's mean log-likelihood of the latents, in nats."""
+        if self.config.latent_prior != "mixture":
+            raise ValueError(
+                f"this VAE samples from latent_prior={self.config.latent_prior!r}; build it with "
+                "latent_prior='mixture' to fit a latent mixture"
+            )
+        d = self.prior_means.shape[1]
+        flat = latents.detach().flatten(1)
+        if flat.shape[1] != d:
+            raise ValueError(f"expected latents with {d} values each (shape {self.latent_shape}), got {flat.shape[1]}")
+        fit = fit_gaussian_mixture(flat, self.config.latent_prior_components, generator=generator, max_iterations=max_iterations)
+        self.prior_log_weights.copy_(fit.log_weights)
+        self.prior_means.copy_(fit.means)
+        self.prior_scale_tril.copy_(fit.scale_tril)
+        return fit.mean_log_likelihood
+
+    @property
+    def latent_prior_fitted(self) -> bool:
+        """Whether `sample_prior` can draw from a fitted latent mixture."""
+        return self.config.latent_prior == "mixture" and bool(self.prior_scale_tril.abs().sum() > 0)
+
+    def sample_prior(
+        self, batch_size: int, generator: torch.Generator | None = None, prior: Literal["normal", "mixture"] | None = None
+    ) -> torch.Tensor:
+        """z at the training resolution from `prior` (default: the config's `latent_prior`): N(0, I), or the
+        latent mixture fitted by `fit_latent_prior`."""
+        prior = self.config.latent_prior if prior is None else prior
+        if prior not in LATENT_PRIORS:
+            raise ValueError(f"prior must be one of {LATENT_PRIORS}, got {prior!r}")
+        if prior == "normal":
+            return randn_tensor((batch_size, *self.latent_shape), generator=generator, device=self.device, dtype=self.dtype)
+        if not self.latent_prior_fitted:
+            raise ValueError(
+                "this VAE has no fitted latent mixture to sample from: build it with latent_prior='mixture' and call "
+                "fit_latent_prior(train_latents) (the training script does it at the end of training), or pass prior='normal'"
+            )
+        z = sample_mixture(batch_size, self.prior_log_weights, self.prior_means, self.prior_scale_tril, generator)
+        return z.view(batch_size, *self.latent_shape).to(self.dtype)
 
     def _likelihood_mean(self, decoder_output: torch.Tensor) -> torch.Tensor:
         if self.config.likelihood == "bernoulli":

@@ -1,0 +1,112 @@
+"""The latent Gaussian mixture (EM fit, density, sampling) and a VAE that samples from it."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
+
+from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel
+from hf_genzoo.models.latent_mixture import fit_gaussian_mixture, mixture_log_prob, sample_mixture
+
+WEIGHTS = torch.tensor([0.25, 0.75], dtype=torch.float64)
+MEANS = torch.tensor([[-3.0, 0.0], [3.0, 1.0]], dtype=torch.float64)
+COVARIANCES = torch.tensor([[[1.0, 0.5], [0.5, 0.29]], [[0.04, 0.0], [0.0, 0.09]]], dtype=torch.float64)
+
+
+def reference_mixture(weights=WEIGHTS, means=MEANS, covariances=COVARIANCES):
+    return MixtureSameFamily(Categorical(probs=weights), MultivariateNormal(means, covariance_matrix=covariances))
+
+
+def tiny_vae(**config):
+    return VAEModel(latent_type="vector", latent_channels=4, block_out_channels=(8, 16), sample_size=16, **config)
+
+
+def test_em_recovers_a_known_mixture():
+    torch.manual_seed(0)
+    z = reference_mixture().sample((8000,))
+    fit = fit_gaussian_mixture(z, 2, generator=torch.Generator().manual_seed(1))
+    order = fit.means[:, 0].argsort()  # components come back in any order
+    covariances = fit.scale_tril @ fit.scale_tril.transpose(1, 2)
+    torch.testing.assert_close(fit.log_weights[order].exp(), WEIGHTS, atol=0.02, rtol=0)
+    torch.testing.assert_close(fit.means[order], MEANS, atol=0.05, rtol=0)
+    torch.testing.assert_close(covariances[order], COVARIANCES, atol=0.05, rtol=0)
+    # the fitted likelihood is within sampling noise of the true density's
+    assert fit.mean_log_likelihood == pytest.approx(reference_mixture().log_prob(z).mean().item(), abs=0.02)
+
+
+def test_log_prob_matches_torch_distributions():
+    z = torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+    ours = mixture_log_prob(z, WEIGHTS.log(), MEANS, torch.linalg.cholesky(COVARIANCES))
+    torch.testing.assert_close(ours, reference_mixture().log_prob(z), rtol=1e-10, atol=1e-10)
+
+
+def test_samples_have_the_mixture_moments_and_follow_the_generator():
+    scale_tril = torch.linalg.cholesky(COVARIANCES)
+    draw = lambda seed: sample_mixture(100_000, WEIGHTS.log(), MEANS, scale_tril, torch.Generator().manual_seed(seed))
+    samples = draw(0)
+    mean = (WEIGHTS[:, None] * MEANS).sum(0)
+    second = (WEIGHTS[:, None, None] * (COVARIANCES + MEANS[:, :, None] * MEANS[:, None, :])).sum(0)
+    torch.testing.assert_close(samples.mean(0), mean, atol=0.03, rtol=0)
+    torch.testing.assert_close(torch.cov(samples.T), second - mean[:, None] * mean[None, :], atol=0.05, rtol=0.02)
+    assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
+
+
+@pytest.mark.parametrize(
+    "z, components, message",
+    [
+        (torch.randn(10, 2), 11, r"num_components must be between 1 and the number of points \(10\), got 11"),
+        (torch.randn(10, 2), 0, r"got 0"),
+        (torch.randn(10), 1, r"shape \(num_points, dims\), got \(10,\)"),
+        (torch.tensor([[0.0, math.nan], [1.0, 1.0]]), 1, "NaN or Inf"),
+    ],
+)
+def test_fit_rejects_bad_input(z, components, message):
+    with pytest.raises(ValueError, match=message):
+        fit_gaussian_mixture(z, components)
+
+
+def test_vae_fits_saves_and_samples_its_latent_mixture(tmp_path):
+    vae = tiny_vae(latent_prior="mixture", latent_prior_components=2)
+    with pytest.raises(ValueError, match="no fitted latent mixture.*fit_latent_prior.*prior='normal'"):
+        vae.sample_prior(2)
+    assert vae.sample_prior(3, prior="normal").shape == (3, 4)  # N(0, I) stays available
+
+    latents = torch.cat([torch.randn(400, 4) * 0.1 + 5, torch.randn(400, 4) * 0.1 - 5])
+    log_likelihood = vae.fit_latent_prior(latents, generator=torch.Generator().manual_seed(0))
+    assert vae.latent_prior_fitted and math.isfinite(log_likelihood)
+    samples = vae.sample_prior(4000, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (4000, 4)
+    assert (samples.mean(1).abs() - 5).abs().max() < 1.0  # every sample sits at one of the two clusters
+    assert 0.4 < (samples[:, 0] > 0).float().mean() < 0.6
+
+    vae.save_pretrained(tmp_path / "vae")
+    loaded = VAEModel.from_pretrained(tmp_path / "vae")
+    assert loaded.latent_prior_fitted
+    seeded = lambda model: model.sample_prior(5, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(seeded(vae), seeded(loaded))
+
+    pipe = AutoencoderPipeline(model=loaded)
+    mixture_images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    normal_images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="pt", prior="normal").images
+    assert mixture_images.shape == normal_images.shape == (2, 3, 16, 16)
+    assert not torch.equal(mixture_images, normal_images)
+
+
+def test_latent_mixture_bad_input_names_the_value():
+    with pytest.raises(ValueError, match=r"latent_prior must be one of \('normal', 'mixture'\), got 'gmm'"):
+        tiny_vae(latent_prior="gmm")
+    with pytest.raises(ValueError, match="latent_prior_components must be ≥ 1, got 0"):
+        tiny_vae(latent_prior="mixture", latent_prior_components=0)
+    with pytest.raises(ValueError, match="build it with latent_prior='mixture'"):
+        tiny_vae().fit_latent_prior(torch.randn(10, 4))
+    with pytest.raises(ValueError, match="expected latents with 4 values each"):
+        tiny_vae(latent_prior="mixture", latent_prior_components=2).fit_latent_prior(torch.randn(10, 3))
+    with pytest.raises(ValueError, match=r"prior must be one of \('normal', 'mixture'\), got 'uniform'"):
+        tiny_vae().sample_prior(1, prior="uniform")
+    with pytest.raises(ValueError, match="up to 1024 dimensions"):
+        VAEModel(latent_channels=4, sample_size=64, block_out_channels=(8, 16), latent_prior="mixture")
+    autoencoder = AutoencoderModel(latent_type="vector", latent_channels=4, block_out_channels=(8, 16), sample_size=16)
+    autoencoder.fit_latent_gaussian(torch.randn(10, 4))
+    with pytest.raises(ValueError, match="prior='normal' chooses a VAE's latent distribution; this AutoencoderModel"):
+        AutoencoderPipeline(model=autoencoder)(batch_size=1, prior="normal")
