@@ -104,8 +104,8 @@ def test_latent_mixture_bad_input_names_the_value():
         tiny_vae(latent_prior="mixture", latent_prior_components=2).fit_latent_prior(torch.randn(10, 3))
     with pytest.raises(ValueError, match=r"prior must be one of \('normal', 'mixture'\), got 'uniform'"):
         tiny_vae().sample_prior(1, prior="uniform")
-    with pytest.raises(ValueError, match="up to 1024 dimensions"):
-        VAEModel(latent_channels=4, sample_size=64, block_out_channels=(8, 16), latent_prior="mixture")
+    with pytest.raises(ValueError, match="up to 256 dimensions"):
+        VAEModel(latent_channels=4, sample_size=32, block_out_channels=(8, 16), latent_prior="mixture")
     autoencoder = AutoencoderModel(latent_type="vector", latent_channels=4, block_out_channels=(8, 16), sample_size=16)
     autoencoder.fit_latent_gaussian(torch.randn(10, 4))
     with pytest.raises(ValueError, match="prior='normal' chooses a VAE's latent distribution; this AutoencoderModel"):

@@ -213,6 +213,9 @@ def test_latent_type_default_depends_on_the_model():
     vqvae, vae = train.parse_args(["--model", "vqvae"]), train.parse_args(["--model", "vae"])
     assert (vqvae.latent_type, vae.latent_type) == ("spatial", "vector")
     assert (vqvae.num_vq_embeddings, vqvae.quantizer, vqvae.ema_codebook, vqvae.dead_code_steps) == (256, "vq", False, 0)
+    # a fitted latent mixture for vector latents; spatial ones (latent-diffusion first stages) keep N(0, I)
+    spatial_vae = train.parse_args(["--model", "vae", "--latent_type", "spatial"])
+    assert (vae.latent_prior, spatial_vae.latent_prior) == ("mixture", "normal")
     assert vae.num_vq_embeddings is None and vae.ema_codebook is None
 
 

@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--beta", type=float, default=1.0, help="KL weight (β-VAE when > 1)")
     parser.add_argument("--likelihood", choices=("gaussian", "bernoulli"), default="bernoulli", help="p(x|z); bernoulli suits the binary-valued shapes world and MNIST, gaussian natural images")
     parser.add_argument("--gaussian_variance", type=float, default=0.01, help="c in N(x̂, cI)")
-    parser.add_argument("--latent_prior", choices=("mixture", "normal"), default="mixture", help="vae: sample from a Gaussian mixture fitted to the training latents after training (ex-post density estimation), or from N(0, I)")
+    parser.add_argument("--latent_prior", choices=("mixture", "normal"), default=None, help="vae: sample from a Gaussian mixture fitted to the training latents after training (ex-post density estimation; the default for vector latents), or from N(0, I) (the default for spatial latents)")
     parser.add_argument("--latent_prior_components", type=int, default=100, help="M, the components of --latent_prior mixture")
     parser.add_argument("--noise_std", type=float, default=0.2, help="σ of the denoising AE's Gaussian noise")
     parser.add_argument("--corruption", choices=("gaussian", "dropout"), default=None, help="denoising_ae corruption")
@@ -171,6 +171,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--corruption applies to --model denoising_ae only")
     if args.latent_type is None:
         args.latent_type = "spatial" if args.model == "vqvae" else "vector"
+    if args.latent_prior is None:
+        args.latent_prior = "mixture" if args.latent_type == "vector" else "normal"
     if args.model == "vqvae" and args.latent_type != "spatial":
         parser.error(f"--latent_type {args.latent_type}: a VQ-VAE quantises a grid of codes, --model vqvae takes --latent_type spatial only")
     given = [name for name in VQVAE_DEFAULTS if getattr(args, name) is not None]

@@ -37,7 +37,7 @@ from .conv import ConvAutoencoderMixin, ConvDecoder, ConvEncoder, check_latent_c
 from .latent_mixture import fit_gaussian_mixture, sample_mixture
 
 LATENT_PRIORS = ("normal", "mixture")
-MAX_MIXTURE_DIMS = 1024
+MAX_MIXTURE_DIMS = 256
 
 LOG_2PI = math.log(2 * math.pi)
 
