@@ -58,6 +58,7 @@ def test_vae_run_writes_a_loadable_model_folder(tmp_path):
     # samples come from the latent mixture fitted after training; N(0, I) is judged beside it
     assert metrics["latent_prior_components"] == 100 and math.isfinite(metrics["latent_prior_log_likelihood"])
     assert isinstance(metrics["oracle_validity_normal_prior"], float)
+    assert 0.0 <= metrics["oracle_validity_reconstructions"] <= 1.0
 
     card = (out / "README.md").read_text()
     assert "library_name: hf_genzoo" in card and "model-index" in card and "import hf_genzoo" in card

@@ -46,13 +46,14 @@ def evaluate_autoencoder(
     - `factors` (N, K) given: `mig` of the latent means against them;
     - `shapes_resolution` given (shapes-world data): `oracle_validity` and `oracle_coverage` of `num_generated`
       samples from the prior (VAE: its latent mixture when fitted, and then also N(0, I) as `*_normal_prior`) or
-      the fitted latent Gaussian (autoencoders).
+      the fitted latent Gaussian (autoencoders), and `oracle_validity_reconstructions` of the held-out images.
     """
     model.eval()
     device, dtype = model.device, model.dtype
     generator = torch.Generator(device="cpu").manual_seed(seed)
     num_dims = images[0].numel()
     sums = {"mse": 0.0, "psnr": 0.0, "elbo_nats": 0.0, "iwae_nats": 0.0}
+    reconstructions = []  # kept for the oracle on shapes-world data
     for batch in _batches(images, batch_size):
         x = batch.to(device, dtype)
         if isinstance(model, VAEModel):  # one encoder pass serves the reconstruction and both bounds
@@ -65,6 +66,8 @@ def evaluate_autoencoder(
             reconstruction = model(x).sample
         sums["mse"] += mse(x, reconstruction).sum().item()
         sums["psnr"] += psnr(x, reconstruction).sum().item()
+        if shapes_resolution is not None:
+            reconstructions.append(reconstruction.float().cpu())
     metrics = {"mse": sums["mse"] / len(images), "psnr": sums["psnr"] / len(images)}
     if isinstance(model, VAEModel):
         for key in ("elbo_nats", "iwae_nats") if iwae_samples else ("elbo_nats",):
@@ -78,6 +81,8 @@ def evaluate_autoencoder(
         from ..data.shapes import ShapesOracle
 
         oracle = ShapesOracle(shapes_resolution)
+        # valid reconstructions of held-out scenes: roughly the ceiling for samples that land where the data does
+        metrics["oracle_validity_reconstructions"] = shapes_sample_metrics(torch.cat(reconstructions).clamp(-1, 1), oracle)["oracle_validity"]
         # a VAE with a fitted latent mixture is judged on its samples from the mixture, and from N(0, I) beside them
         priors = {"": {}}
         if isinstance(model, VAEModel) and model.latent_prior_fitted:
@@ -114,6 +119,8 @@ def evaluate_vqvae(model: VQVAEModel, images: torch.Tensor, *, batch_size: int =
         reconstruction = model.decode(z_q, force_not_quantize=True).sample
         sums["mse"] += mse(x, reconstruction).sum().item()
         sums["psnr"] += psnr(x, reconstruction).sum().item()
+        if shapes_resolution is not None:
+            reconstructions.append(reconstruction.float().cpu())
         counts += torch.bincount(indices.flatten().cpu(), minlength=model.num_codes)
     used = int((counts > 0).sum())
     metrics = {
@@ -184,6 +191,8 @@ def sample_quality_metrics(
         from ..data.shapes import ShapesOracle
 
         oracle = ShapesOracle(shapes_resolution)
+        # valid reconstructions of held-out scenes: roughly the ceiling for samples that land where the data does
+        metrics["oracle_validity_reconstructions"] = shapes_sample_metrics(torch.cat(reconstructions).clamp(-1, 1), oracle)["oracle_validity"]
         metrics.update(shapes_sample_metrics(samples, oracle) if labels is None else shapes_conditional_metrics(samples, labels, oracle))
     if fid_classifier is not None:
         from .domain import DomainClassifier, class_histogram, domain_fid
