@@ -18,9 +18,10 @@ class AutoencoderPipeline(GenZooPipeline):
     Inference with an autoencoder or VAE.
 
     Sampling (`__call__`) draws z from the VAE's sampling prior (N(0, I), or the Gaussian mixture fitted to its
-    training latents when the VAE has one: `latent_prior="mixture"`), or, for a deterministic autoencoder, from the
-    Gaussian fitted to its training latents (GLO); fitted priors are stored with the model. It decodes z. A `VQVAEModel` encodes
-    (to z_e), decodes (quantising first) and reconstructs here; it samples through `VQVAEPipeline` with its prior.
+    training latents when the VAE has one: `latent_prior="mixture"`), or, for a deterministic autoencoder, from
+    the Gaussian fitted to its training latents (GLO), and decodes it; fitted distributions are stored with the
+    model. A `VQVAEModel` encodes (to z_e), decodes (quantising first) and reconstructs here; it samples through
+    `VQVAEPipeline` with its prior.
 
     Parameters:
         model ([`AutoencoderModel`], [`VAEModel`] or [`VQVAEModel`]): the trained model.

@@ -119,8 +119,6 @@ def evaluate_vqvae(model: VQVAEModel, images: torch.Tensor, *, batch_size: int =
         reconstruction = model.decode(z_q, force_not_quantize=True).sample
         sums["mse"] += mse(x, reconstruction).sum().item()
         sums["psnr"] += psnr(x, reconstruction).sum().item()
-        if shapes_resolution is not None:
-            reconstructions.append(reconstruction.float().cpu())
         counts += torch.bincount(indices.flatten().cpu(), minlength=model.num_codes)
     used = int((counts > 0).sum())
     metrics = {
@@ -191,8 +189,6 @@ def sample_quality_metrics(
         from ..data.shapes import ShapesOracle
 
         oracle = ShapesOracle(shapes_resolution)
-        # valid reconstructions of held-out scenes: roughly the ceiling for samples that land where the data does
-        metrics["oracle_validity_reconstructions"] = shapes_sample_metrics(torch.cat(reconstructions).clamp(-1, 1), oracle)["oracle_validity"]
         metrics.update(shapes_sample_metrics(samples, oracle) if labels is None else shapes_conditional_metrics(samples, labels, oracle))
     if fid_classifier is not None:
         from .domain import DomainClassifier, class_histogram, domain_fid
