@@ -87,6 +87,8 @@ QUANTIZER_FLAGS = {
 SHAPES_FACTORS = ("shape_0", "color_0", "size_0", "x_0", "y_0", "angle_0")
 DSPRITES_FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
 
+# training latents the GLO Gaussian / the VAE's latent mixture are fitted to, at most
+MAX_FIT_LATENTS = 10_000
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -326,7 +328,7 @@ def main(args: argparse.Namespace) -> str:
         lambda split, max_samples: load_split(args, split, max_samples), args, logger
     )
     num_train = len(train_images)
-    if args.model == "vae" and args.latent_prior == "mixture" and min(num_train, 10_000) < args.latent_prior_components:
+    if args.model == "vae" and args.latent_prior == "mixture" and min(num_train, MAX_FIT_LATENTS) < args.latent_prior_components:
         raise ValueError(
             f"--latent_prior_components {args.latent_prior_components} is more than the {num_train} training images "
             "the mixture is fitted to; lower it or use --latent_prior normal"
@@ -431,7 +433,7 @@ def main(args: argparse.Namespace) -> str:
             # 1.0, as in diffusers' VQModel and the LDM paper's VQ-regularised first stages
             metrics = evaluate_vqvae(final_model, eval_images)
         else:
-            train_latents = encode_means(final_model, train_images[:10_000])
+            train_latents = encode_means(final_model, train_images[:MAX_FIT_LATENTS])
             prior_metrics = {}
             if isinstance(final_model, AutoencoderModel):
                 final_model.fit_latent_gaussian(train_latents)  # GLO sampling (Bojanowski et al. 2017)
