@@ -78,6 +78,12 @@ python training_scripts/train_vq_prior.py --mixed_precision bf16 --max_train_ste
     --vqvae "$out/shapes-vqvae-restart" --output_dir "$out/shapes-vqvae-prior-20k"
 python training_scripts/evaluate_vq_prior.py "$out/shapes-vqvae-prior-20k" --temperature 1.0 0.8 0.6 --top_k 0 4 \
     --output "$out/shapes-vqvae-prior-20k-sweep.json"
+# ... and from its step-20000 checkpoint to 32,000 steps, with the same sweep
+mkdir -p "$out/shapes-vqvae-prior-32k" && cp -r "$out/shapes-vqvae-prior-20k/checkpoint-20000" "$out/shapes-vqvae-prior-32k/"
+python training_scripts/train_vq_prior.py --mixed_precision bf16 --max_train_steps 32000 --resume_from_checkpoint latest \
+    --vqvae "$out/shapes-vqvae-restart" --output_dir "$out/shapes-vqvae-prior-32k"
+python training_scripts/evaluate_vq_prior.py "$out/shapes-vqvae-prior-32k" --temperature 1.0 0.8 0.6 --top_k 0 4 \
+    --output "$out/shapes-vqvae-prior-32k-sweep.json"
 $prior --vqvae "$out/mnist-vqvae-restart" --dataset_name "$data/mnist" --num_generated 1000 --max_eval_samples 2000 \
     --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-vqvae-prior"
 
