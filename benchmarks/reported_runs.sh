@@ -9,6 +9,8 @@ train="python training_scripts/train_autoencoder.py --mixed_precision bf16"
 
 # 1. the main job: VAE on the shapes world (peak memory from /usr/bin/time -v); samples from the latent mixture
 /usr/bin/time -v $train --model vae --output_dir "$out/shapes-vae" 2> "$out.shapes-vae.time" || true
+# ... and the same recipe trained four times as long (40 epochs, 6,240 steps): the run behind the VAE target row
+$train --model vae --num_epochs 40 --output_dir "$out/shapes-vae-40ep"
 
 # 2. VAE on MNIST (../shared/data/mnist): test ELBO and IWAE bound (k = 64) on 2,000 test digits
 # (this run and the dSprites pair below predate the latent mixture: their sample grids show N(0, I) samples)
@@ -48,6 +50,10 @@ $diffusion --dataset_name "$data/mnist" --resolution 28 --num_channels 1 --max_t
 # 7. DCGAN, unconditional, on the shapes world (oracle validity / coverage) and on MNIST (FID, class histogram)
 /usr/bin/time -v python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 3000 \
     --output_dir "$out/shapes-gan" 2> "$out.shapes-gan.time" || true
+# ... continued from its step-3000 checkpoint to 9,000 steps
+mkdir -p "$out/shapes-gan-9k" && cp -r "$out/shapes-gan/checkpoint-3000" "$out/shapes-gan-9k/"
+python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 9000 --resume_from_checkpoint latest \
+    --output_dir "$out/shapes-gan-9k"
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
     --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
 
