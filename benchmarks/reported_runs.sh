@@ -11,6 +11,14 @@ train="python training_scripts/train_autoencoder.py --mixed_precision bf16"
 /usr/bin/time -v $train --model vae --output_dir "$out/shapes-vae" 2> "$out.shapes-vae.time" || true
 # ... and the same recipe trained four times as long (40 epochs, 6,240 steps): the run behind the VAE target row
 $train --model vae --num_epochs 40 --output_dir "$out/shapes-vae-40ep"
+# both re-judged with and without the 20-step decode/re-encode chain (VAEModel.markov_chain)
+for run in shapes-vae shapes-vae-40ep; do
+    python -c "import json, sys; from hf_genzoo import VAEModel; from hf_genzoo.data import load_image_dataset
+from hf_genzoo.metrics.evaluate import evaluate_autoencoder
+images = load_image_dataset('shapes', 'test', 32)[:1000]['pixel_values']
+metrics = evaluate_autoencoder(VAEModel.from_pretrained(sys.argv[1]), images, shapes_resolution=32, iwae_samples=0, markov_chain_steps=20)
+print(json.dumps(metrics, indent=1))" "$out/$run/model" > "$out/$run-markov-chain.json"
+done
 
 # 2. VAE on MNIST (../shared/data/mnist): test ELBO and IWAE bound (k = 64) on 2,000 test digits
 # (this run and the dSprites pair below predate the latent mixture: their sample grids show N(0, I) samples)

@@ -114,6 +114,7 @@ class AutoencoderPipeline(GenZooPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         prior: str | None = None,
+        markov_chain_steps: int = 0,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Sample new images.
@@ -123,6 +124,9 @@ class AutoencoderPipeline(GenZooPipeline):
             generator (`torch.Generator`, *optional*): makes sampling deterministic.
             prior (`"normal" | "mixture"`, *optional*): a VAE's latent distribution to sample, N(0, I) or its
                 fitted mixture; defaults to the VAE's `latent_prior`. Autoencoders take no `prior`.
+            markov_chain_steps (`int`, defaults to 0): a VAE's draws are decoded and re-encoded (to the posterior
+                mean) this many times before the final decode, which moves them onto the latents of real images
+                (`VAEModel.markov_chain`; e.g. 20).
             output_type (`"pil" | "np" | "pt"`, defaults to `"pil"`): PIL images, a numpy array (B, H, W, C) in
                 [0, 1], or a tensor (B, C, H, W) in [0, 1].
             return_dict (`bool`, defaults to `True`): an `ImagePipelineOutput` rather than a tuple.
@@ -138,8 +142,15 @@ class AutoencoderPipeline(GenZooPipeline):
             )
         if prior is not None and not isinstance(self.model, VAEModel):
             raise ValueError(f"prior={prior!r} chooses a VAE's latent distribution; this {type(self.model).__name__} has none to choose")
+        if markov_chain_steps and not isinstance(self.model, VAEModel):
+            raise ValueError(
+                f"markov_chain_steps={markov_chain_steps!r} re-encodes through a VAE's posterior; this "
+                f"{type(self.model).__name__} has none"
+            )
         # 2. latents from the prior (VAE) or the fitted latent Gaussian (autoencoders)
         latents = self.model.sample_prior(batch_size, generator=generator, **({} if prior is None else {"prior": prior}))
+        if isinstance(self.model, VAEModel):
+            latents = self.model.markov_chain(latents, markov_chain_steps)
         # 3. decode
         return self.decode(latents, output_type=output_type, return_dict=return_dict)
 

@@ -110,3 +110,50 @@ def test_latent_mixture_bad_input_names_the_value():
     autoencoder.fit_latent_gaussian(torch.randn(10, 4))
     with pytest.raises(ValueError, match="prior='normal' chooses a VAE's latent distribution; this AutoencoderModel"):
         AutoencoderPipeline(model=autoencoder)(batch_size=1, prior="normal")
+
+
+def test_markov_chain_is_the_decode_reencode_iteration():
+    torch.manual_seed(0)
+    vae = tiny_vae().eval()
+    z = torch.randn(3, 4)
+    assert torch.equal(vae.markov_chain(z, 0), z)
+
+    with torch.no_grad():
+        expected = z
+        for _ in range(2):  # z ← μ(clamp(x̂(z)))
+            expected = vae.encode(vae.decode(expected).sample.clamp(-1, 1)).latent_dist.mean
+        torch.testing.assert_close(vae.markov_chain(z, 2), expected)
+
+        # posterior="sample" draws z ~ q(z | x̂) at each step, reproducibly under a generator
+        generator = torch.Generator().manual_seed(5)
+        posterior = vae.encode(vae.decode(z).sample.clamp(-1, 1)).latent_dist
+        expected = posterior.sample(generator)
+        sampled = vae.markov_chain(z, 1, posterior="sample", generator=torch.Generator().manual_seed(5))
+        torch.testing.assert_close(sampled, expected)
+        assert not torch.allclose(sampled, posterior.mean)
+
+    # the pipeline runs the chain on its prior draws before the final decode
+    pipe = AutoencoderPipeline(model=vae)
+    images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="pt", markov_chain_steps=3).images
+    with torch.no_grad():
+        z0 = vae.sample_prior(2, generator=torch.Generator().manual_seed(0))
+        reference = (vae.decode(vae.markov_chain(z0, 3)).sample.clamp(-1, 1) + 1) / 2
+    torch.testing.assert_close(images, reference)
+
+
+def test_markov_chain_bad_input_names_the_value():
+    vae = tiny_vae()
+    with pytest.raises(ValueError, match=r"num_steps must be an integer ≥ 0, got -1"):
+        vae.markov_chain(torch.randn(1, 4), -1)
+    with pytest.raises(ValueError, match=r"num_steps must be an integer ≥ 0, got 2.5"):
+        vae.markov_chain(torch.randn(1, 4), 2.5)
+    with pytest.raises(ValueError, match="posterior must be 'mean' or 'sample', got 'mode'"):
+        vae.markov_chain(torch.randn(1, 4), 1, posterior="mode")
+    with pytest.raises(ValueError, match=r"expected vector latents of shape \(batch, 4\), got \(1, 3\)"):
+        vae.markov_chain(torch.randn(1, 3), 1)
+    with pytest.raises(ValueError, match=r"num_steps must be an integer ≥ 0, got -2"):
+        AutoencoderPipeline(model=vae)(batch_size=1, markov_chain_steps=-2)
+    autoencoder = AutoencoderModel(latent_type="vector", latent_channels=4, block_out_channels=(8, 16), sample_size=16)
+    autoencoder.fit_latent_gaussian(torch.randn(10, 4))
+    with pytest.raises(ValueError, match="markov_chain_steps=2 re-encodes through a VAE's posterior; this AutoencoderModel"):
+        AutoencoderPipeline(model=autoencoder)(batch_size=1, markov_chain_steps=2)

@@ -59,6 +59,8 @@ def test_vae_run_writes_a_loadable_model_folder(tmp_path):
     assert metrics["latent_prior_components"] == 100 and math.isfinite(metrics["latent_prior_log_likelihood"])
     assert isinstance(metrics["oracle_validity_normal_prior"], float)
     assert 0.0 <= metrics["oracle_validity_reconstructions"] <= 1.0
+    # and the same mixture samples after the decode/re-encode chain (--markov_chain_steps, default 20)
+    assert 0.0 <= metrics["oracle_validity_markov_chain"] <= 1.0 and "oracle_coverage_markov_chain" in metrics
 
     card = (out / "README.md").read_text()
     assert "library_name: hf_genzoo" in card and "model-index" in card and "import hf_genzoo" in card
@@ -201,6 +203,7 @@ def test_gumbel_quantizer_trains_and_anneals(tmp_path):
         (["--model", "vqvae", "--quantizer", "gumbel", "--kmeans_init"], "--quantizer gumbel does not take --kmeans_init"),
         (["--model", "vqvae", "--gumbel_temperature", "0.5"], "--quantizer vq does not take --gumbel_temperature"),
         (["--model", "vqvae", "--codebook_ema_decay", "0.9"], "--codebook_ema_decay needs --ema_codebook"),
+        (["--model", "vae", "--markov_chain_steps", "-1"], "--markov_chain_steps must be ≥ 0, got -1"),
     ],
 )
 def test_vqvae_flags_are_refused_where_they_do_not_apply(argv, message, capsys):

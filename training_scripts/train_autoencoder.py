@@ -115,6 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gaussian_variance", type=float, default=0.01, help="c in N(x̂, cI)")
     parser.add_argument("--latent_prior", choices=("mixture", "normal"), default=None, help="vae: sample from a Gaussian mixture fitted to the training latents after training (ex-post density estimation; the default for vector latents), or from N(0, I) (the default for spatial latents)")
     parser.add_argument("--latent_prior_components", type=int, default=100, help="M, the components of --latent_prior mixture")
+    parser.add_argument("--markov_chain_steps", type=int, default=20, help="vae on the shapes world: also judge the samples after this many decode/re-encode steps (VAEModel.markov_chain; 0: skip)")
     parser.add_argument("--noise_std", type=float, default=0.2, help="σ of the denoising AE's Gaussian noise")
     parser.add_argument("--corruption", choices=("gaussian", "dropout"), default=None, help="denoising_ae corruption")
     parser.add_argument("--drop_prob", type=float, default=0.25)
@@ -203,6 +204,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             )
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/shapes-vae)")
+    if args.markov_chain_steps < 0:
+        parser.error(f"--markov_chain_steps must be ≥ 0, got {args.markov_chain_steps}")
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "num_epochs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")
@@ -450,6 +453,7 @@ def main(args: argparse.Namespace) -> str:
                 num_generated=args.num_generated,
                 iwae_samples=args.iwae_samples,
                 seed=args.seed,
+                markov_chain_steps=args.markov_chain_steps,
             )
             metrics.update(prior_metrics)
         metrics.update(train_steps=global_step, train_seconds=round(train_seconds, 1))

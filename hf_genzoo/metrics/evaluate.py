@@ -38,6 +38,7 @@ def evaluate_autoencoder(
     iwae_samples: int = 64,
     batch_size: int = 128,
     seed: int = 0,
+    markov_chain_steps: int = 0,
 ) -> dict[str, float]:
     """Held-out metrics for an autoencoder or VAE.
 
@@ -46,7 +47,9 @@ def evaluate_autoencoder(
     - `factors` (N, K) given: `mig` of the latent means against them;
     - `shapes_resolution` given (shapes-world data): `oracle_validity` and `oracle_coverage` of `num_generated`
       samples from the prior (VAE: its latent mixture when fitted, and then also N(0, I) as `*_normal_prior`) or
-      the fitted latent Gaussian (autoencoders), and `oracle_validity_reconstructions` of the held-out images.
+      the fitted latent Gaussian (autoencoders), and `oracle_validity_reconstructions` of the held-out images;
+      with `markov_chain_steps` > 0 (VAE), also the same samples after that many decode/re-encode steps
+      (`VAEModel.markov_chain`, posterior means) as `*_markov_chain`.
     """
     model.eval()
     device, dtype = model.device, model.dtype
@@ -88,13 +91,19 @@ def evaluate_autoencoder(
         if isinstance(model, VAEModel) and model.latent_prior_fitted:
             priors["_normal_prior"] = {"prior": "normal"}
         for suffix, prior in priors.items():
-            samples = torch.cat(
-                [
-                    model.decode(model.sample_prior(len(chunk), generator=generator, **prior).to(device)).sample.float().cpu()
-                    for chunk in _batches(torch.empty(num_generated), batch_size)
-                ]
-            )
-            metrics.update({key + suffix: value for key, value in shapes_sample_metrics(samples.clamp(-1, 1), oracle).items()})
+            latents = torch.cat([model.sample_prior(len(chunk), generator=generator, **prior).to(device) for chunk in _batches(torch.empty(num_generated), batch_size)])
+            chains = {"": 0}
+            if isinstance(model, VAEModel) and markov_chain_steps and not suffix:
+                chains["_markov_chain"] = markov_chain_steps
+            for chain_suffix, steps in chains.items():
+                samples = torch.cat(
+                    [
+                        model.decode(model.markov_chain(chunk, steps) if steps else chunk).sample.float().cpu()
+                        for chunk in _batches(latents, batch_size)
+                    ]
+                )
+                scores = shapes_sample_metrics(samples.clamp(-1, 1), oracle)
+                metrics.update({key + suffix + chain_suffix: value for key, value in scores.items()})
     return metrics
 
 

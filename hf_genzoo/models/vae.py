@@ -293,6 +293,36 @@ class VAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
         z = sample_mixture(batch_size, self.prior_log_weights, self.prior_means, self.prior_scale_tril, generator)
         return z.view(batch_size, *self.latent_shape).to(self.dtype)
 
+    @torch.no_grad()
+    def markov_chain(
+        self,
+        z: torch.Tensor,
+        num_steps: int,
+        posterior: Literal["mean", "sample"] = "mean",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Move latents towards where the encoder puts real images by decoding and re-encoding them `num_steps`
+        times (Arulkumaran, Creswell & Bharath 2016, "Improving Sampling from Generative Autoencoders with Markov
+        Chains", arXiv:1610.09296):
+
+            x̂_t = E[x | z_t]  (the decoder's mean),   z_{t+1} = μ(x̂_t)  (posterior="mean")
+                                                     or z_{t+1} ~ q(z | x̂_t)  (posterior="sample", the paper's chain)
+
+        A draw from the prior that lands between the posteriors of real images decodes to an in-between image;
+        re-encoding it moves it onto the latents the decoder was trained on. With "mean" the map is deterministic
+        and settles on its fixed points; "sample" keeps the posterior's noise at every step.
+        """
+        if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 0:
+            raise ValueError(f"num_steps must be an integer ≥ 0, got {num_steps!r}")
+        if posterior not in ("mean", "sample"):
+            raise ValueError(f"posterior must be 'mean' or 'sample', got {posterior!r}")
+        self._check_latents(z)
+        for _ in range(num_steps):
+            x_hat = self.decode(z).sample.clamp(-1, 1)
+            q = self.encode(x_hat).latent_dist
+            z = q.mean if posterior == "mean" else q.sample(generator)
+        return z
+
     def _likelihood_mean(self, decoder_output: torch.Tensor) -> torch.Tensor:
         if self.config.likelihood == "bernoulli":
             return 2 * torch.sigmoid(decoder_output) - 1  # E[x] under Bernoulli, back in [-1, 1] units
