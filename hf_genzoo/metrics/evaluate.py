@@ -91,7 +91,12 @@ def evaluate_autoencoder(
         if isinstance(model, VAEModel) and model.latent_prior_fitted:
             priors["_normal_prior"] = {"prior": "normal"}
         for suffix, prior in priors.items():
-            latents = torch.cat([model.sample_prior(len(chunk), generator=generator, **prior).to(device) for chunk in _batches(torch.empty(num_generated), batch_size)])
+            latents = torch.cat(
+                [
+                    model.sample_prior(len(chunk), generator=generator, **prior).to(device)
+                    for chunk in _batches(torch.empty(num_generated), batch_size)
+                ]
+            )
             chains = {"": 0}
             if isinstance(model, VAEModel) and markov_chain_steps and not suffix:
                 chains["_markov_chain"] = markov_chain_steps
