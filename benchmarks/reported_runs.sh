@@ -58,10 +58,6 @@ $diffusion --dataset_name "$data/mnist" --resolution 28 --num_channels 1 --max_t
 # 7. DCGAN, unconditional, on the shapes world (oracle validity / coverage) and on MNIST (FID, class histogram)
 /usr/bin/time -v python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 3000 \
     --output_dir "$out/shapes-gan" 2> "$out.shapes-gan.time" || true
-# ... continued from its step-3000 checkpoint to 9,000 steps
-mkdir -p "$out/shapes-gan-9k" && cp -r "$out/shapes-gan/checkpoint-3000" "$out/shapes-gan-9k/"
-python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 9000 --resume_from_checkpoint latest \
-    --output_dir "$out/shapes-gan-9k"
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
     --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
 
