@@ -90,6 +90,7 @@ DSPRITES_FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
 # training latents the GLO Gaussian / the VAE's latent mixture are fitted to, at most
 MAX_FIT_LATENTS = 10_000
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, choices=sorted(MODEL_VARIANTS), help="which member of the family")

@@ -34,12 +34,10 @@ from diffusers.utils.torch_utils import randn_tensor
 import torch.nn.functional as F
 
 from .conv import ConvAutoencoderMixin, ConvDecoder, ConvEncoder, check_latent_config
-from .latent_mixture import fit_gaussian_mixture, sample_mixture
+from .latent_mixture import LOG_2PI, fit_gaussian_mixture, sample_mixture
 
 LATENT_PRIORS = ("normal", "mixture")
 MAX_MIXTURE_DIMS = 256
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 class DiagonalGaussian:
