@@ -285,6 +285,19 @@ def test_oracle_metric_helpers():
     assert attribute_accuracy(shifted, shapes[:40], colors[:40], require_valid=False) >= 0.75
 
 
+def test_distinct_scenes_counts_each_valid_scene_once():
+    from hf_genzoo.metrics import shapes_sample_metrics
+
+    ds = make_shapes_dataset(20, 32, num_shapes=1, seed=6)
+    images = torch.stack([to_model_space(np.array(image)) for image in ds["image"]])
+    scenes = {tuple(ds[i][f"{k}_0"] for k in ("shape", "color", "size", "x", "y", "angle")) for i in range(20)}
+    noise = torch.rand(5, 3, 32, 32) * 2 - 1
+    # every scene three times, plus five invalid images: still one count per scene
+    metrics = shapes_sample_metrics(torch.cat([images, images, images, noise]), ShapesOracle(32))
+    assert metrics["oracle_distinct_scenes"] == len(scenes)
+    assert metrics["oracle_validity"] == pytest.approx(60 / 65)
+
+
 # --- edits ---------------------------------------------------------------------------------------------
 
 

@@ -146,15 +146,26 @@ def evaluate_vqvae(model: VQVAEModel, images: torch.Tensor, *, batch_size: int =
     return metrics
 
 
+def distinct_scenes(readings: list[dict]) -> int:
+    """How many different scenes (every object's factors) the valid readings show: the diversity that the
+    (shape, colour) coverage is too coarse to see — a sampler that repeats a few scenes covers every pair."""
+    return len({tuple(tuple(sorted(o.items())) for o in r["objects"]) for r in readings if r["valid"]})
+
+
 def shapes_sample_metrics(samples: torch.Tensor, oracle) -> dict[str, float]:
-    """Oracle validity (fraction of valid scenes) and coverage (fraction of (shape, colour) pairs seen among
-    the valid samples' objects) of generated shapes-world images (B, 3, H, W) in [-1, 1]."""
+    """Oracle validity (fraction of valid scenes), coverage (fraction of (shape, colour) pairs seen among the
+    valid samples' objects) and the number of distinct valid scenes of generated shapes-world images
+    (B, 3, H, W) in [-1, 1]."""
     from ..data.shapes import PALETTE, SHAPES
 
     readings = oracle.read_batch(samples)
     valid = [r for r in readings if r["valid"]]
     seen = {(o["shape"], o["color"]) for r in valid for o in r["objects"]}
-    return {"oracle_validity": len(valid) / len(readings), "oracle_coverage": len(seen) / (len(SHAPES) * len(PALETTE))}
+    return {
+        "oracle_validity": len(valid) / len(readings),
+        "oracle_coverage": len(seen) / (len(SHAPES) * len(PALETTE)),
+        "oracle_distinct_scenes": distinct_scenes(readings),
+    }
 
 
 def shapes_conditional_metrics(samples: torch.Tensor, labels, oracle) -> dict[str, float]:
@@ -177,6 +188,7 @@ def shapes_conditional_metrics(samples: torch.Tensor, labels, oracle) -> dict[st
     return {
         "oracle_validity": len(valid) / len(readings),
         "oracle_coverage": len(seen) / (len(SHAPES) * len(PALETTE)),
+        "oracle_distinct_scenes": distinct_scenes(readings),
         "oracle_attribute_accuracy": hits / len(readings),
     }
 
