@@ -94,6 +94,8 @@ python training_scripts/train_vq_prior.py --mixed_precision bf16 --max_train_ste
     --vqvae "$out/shapes-vqvae-restart" --output_dir "$out/shapes-vqvae-prior-32k"
 python training_scripts/evaluate_vq_prior.py "$out/shapes-vqvae-prior-32k" --temperature 1.0 0.8 0.6 --top_k 0 4 \
     --output "$out/shapes-vqvae-prior-32k-sweep.json"
+python training_scripts/evaluate_vq_prior.py "$out/shapes-vqvae-prior-32k" --temperature 1.0 0.6 0.4 0.2 \
+    --output "$out/shapes-vqvae-prior-32k-low-temperature.json"
 $prior --vqvae "$out/mnist-vqvae-restart" --dataset_name "$data/mnist" --num_generated 1000 --max_eval_samples 2000 \
     --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-vqvae-prior"
 
