@@ -1,6 +1,8 @@
 """The latent Gaussian mixture (EM fit, density, sampling) and a VAE that samples from it."""
 
+import json
 import math
+import re
 
 import pytest
 import torch
@@ -93,6 +95,24 @@ def test_vae_fits_saves_and_samples_its_latent_mixture(tmp_path):
     assert not torch.equal(mixture_images, normal_images)
 
 
+def test_refit_with_another_number_of_components_saves_and_loads(tmp_path):
+    vae = tiny_vae(latent_prior="mixture", latent_prior_components=2)
+    latents = torch.cat([torch.randn(300, 4) * 0.1 + shift for shift in (-6.0, 0.0, 6.0)])
+    vae.fit_latent_prior(latents, generator=torch.Generator().manual_seed(0))
+    log_likelihood = vae.fit_latent_prior(latents, generator=torch.Generator().manual_seed(0), num_components=3)
+    assert math.isfinite(log_likelihood) and vae.config.latent_prior_components == 3
+    assert vae.prior_means.shape == (3, 4) and vae.prior_scale_tril.shape == (3, 4, 4)
+
+    vae.save_pretrained(tmp_path / "vae")
+    loaded = VAEModel.from_pretrained(tmp_path / "vae")
+    assert loaded.config.latent_prior_components == 3 and loaded.latent_prior_fitted
+    seeded = lambda model: model.sample_prior(5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(seeded(vae), seeded(loaded))
+    with pytest.raises(ValueError, match="num_components must be ≥ 1, got 0"):
+        vae.fit_latent_prior(latents, num_components=0)
+    assert vae.config.latent_prior_components == 3  # a refused refit changes nothing
+
+
 def test_latent_mixture_bad_input_names_the_value():
     with pytest.raises(ValueError, match=r"latent_prior must be one of \('normal', 'mixture'\), got 'gmm'"):
         tiny_vae(latent_prior="gmm")
@@ -157,3 +177,37 @@ def test_markov_chain_bad_input_names_the_value():
     autoencoder.fit_latent_gaussian(torch.randn(10, 4))
     with pytest.raises(ValueError, match="markov_chain_steps=2 re-encodes through a VAE's posterior; this AutoencoderModel"):
         AutoencoderPipeline(model=autoencoder)(batch_size=1, markov_chain_steps=2)
+
+
+def test_refit_script_judges_each_number_of_components_and_saves_one(tmp_path, capsys):
+    from scripts import load_script
+
+    refit = load_script("refit_latent_prior")
+    vae = tiny_vae(latent_prior="mixture", latent_prior_components=2)
+    AutoencoderPipeline(model=vae).save_pretrained(tmp_path / "trained")
+    common = [str(tmp_path / "trained"), "--max_train_samples", "64", "--max_eval_samples", "16", "--num_generated", "8"]
+
+    results = refit.main(common + ["--components", "3", "5", "--markov_chain_steps", "2", "--output", str(tmp_path / "r.json")])
+    assert [r["components"] for r in results] == [3, 5]
+    for r in results:
+        assert math.isfinite(r["held_out_log_density"]) and math.isfinite(r["train_log_density"])
+        for key in ("samples", "samples_markov_chain"):
+            assert set(r[key]) == {"oracle_validity", "oracle_coverage", "oracle_distinct_scenes", "novel_fraction"}
+    reference = json.loads(capsys.readouterr().out.splitlines()[0])["real_held_out_images"]
+    assert reference["oracle_validity"] == 1.0  # real scenes, read by the same oracle
+    assert json.loads((tmp_path / "r.json").read_text()) == results
+
+    refit.main(common + ["--components", "4", "--output_dir", str(tmp_path / "refit")])
+    loaded = AutoencoderPipeline.from_pretrained(tmp_path / "refit").model
+    assert loaded.config.latent_prior_components == 4 and loaded.latent_prior_fitted
+    assert VAEModel.from_pretrained(tmp_path / "trained" / "model").config.latent_prior_components == 2  # untouched
+
+    for bad, message in [
+        (["--components", "0"], r"--components must be ≥ 1, got \[0\]"),
+        (["--components", "3", "4", "--output_dir", str(tmp_path / "x")], "saves one refitted model; got 2"),
+        (["--components", "65"], "--components 65 is more than the 64 training latents"),
+        (["--components", "3", "--markov_chain_steps", "-1"], "--markov_chain_steps must be ≥ 0, got -1"),
+    ]:
+        with pytest.raises(SystemExit):
+            refit.main(common + bad)
+        assert re.search(message, capsys.readouterr().err)

@@ -146,10 +146,15 @@ def evaluate_vqvae(model: VQVAEModel, images: torch.Tensor, *, batch_size: int =
     return metrics
 
 
+def scene_keys(readings: list[dict]) -> list[tuple]:
+    """One hashable key per valid reading: every object's factors, in the oracle's canonical order."""
+    return [tuple(tuple(sorted(o.items())) for o in r["objects"]) for r in readings if r["valid"]]
+
+
 def distinct_scenes(readings: list[dict]) -> int:
     """How many different scenes (every object's factors) the valid readings show: the diversity that the
     (shape, colour) coverage is too coarse to see — a sampler that repeats a few scenes covers every pair."""
-    return len({tuple(tuple(sorted(o.items())) for o in r["objects"]) for r in readings if r["valid"]})
+    return len(set(scene_keys(readings)))
 
 
 def shapes_sample_metrics(samples: torch.Tensor, oracle) -> dict[str, float]:

@@ -249,23 +249,37 @@ class VAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
     # ---- helpers ----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def fit_latent_prior(self, latents: torch.Tensor, generator: torch.Generator | None = None, max_iterations: int = 200) -> float:
+    def fit_latent_prior(
+        self,
+        latents: torch.Tensor,
+        generator: torch.Generator | None = None,
+        max_iterations: int = 200,
+        num_components: int | None = None,
+    ) -> float:
         """Fit the latent mixture (config `latent_prior="mixture"`) to training latents (N, ...), normally the
-        posterior means μ(x_n), by EM (latent_mixture.py), and store it in the buffers. Returns the fitted
-        mixture's mean log-likelihood of the latents, in nats."""
+        posterior means μ(x_n), by EM (latent_mixture.py), and store it in the buffers. `num_components` refits a
+        trained model with another M (the config's `latent_prior_components` follows, so the saved folder loads
+        with it). Returns the fitted mixture's mean log-likelihood of the latents, in nats."""
         if self.config.latent_prior != "mixture":
             raise ValueError(
                 f"this VAE samples from latent_prior={self.config.latent_prior!r}; build it with "
                 "latent_prior='mixture' to fit a latent mixture"
             )
+        m = self.config.latent_prior_components if num_components is None else int(num_components)
+        if m < 1:
+            raise ValueError(f"num_components must be ≥ 1, got {num_components}")
         d = self.prior_means.shape[1]
         flat = latents.detach().flatten(1)
         if flat.shape[1] != d:
             raise ValueError(f"expected latents with {d} values each (shape {self.latent_shape}), got {flat.shape[1]}")
-        fit = fit_gaussian_mixture(flat, self.config.latent_prior_components, generator=generator, max_iterations=max_iterations)
-        self.prior_log_weights.copy_(fit.log_weights)
-        self.prior_means.copy_(fit.means)
-        self.prior_scale_tril.copy_(fit.scale_tril)
+        fit = fit_gaussian_mixture(flat, m, generator=generator, max_iterations=max_iterations)
+        device, dtype = self.prior_means.device, self.prior_means.dtype
+        # buffers are replaced, not copied into, so that M can change
+        self.prior_log_weights = fit.log_weights.to(device, dtype)
+        self.prior_means = fit.means.to(device, dtype)
+        self.prior_scale_tril = fit.scale_tril.to(device, dtype)
+        if m != self.config.latent_prior_components:
+            self.register_to_config(latent_prior_components=m)
         return fit.mean_log_likelihood
 
     @property
