@@ -19,6 +19,13 @@ images = load_image_dataset('shapes', 'test', 32)[:1000]['pixel_values']
 metrics = evaluate_autoencoder(VAEModel.from_pretrained(sys.argv[1]), images, shapes_resolution=32, iwae_samples=0, markov_chain_steps=20)
 print(json.dumps(metrics, indent=1))" "$out/$run/model" > "$out/$run-markov-chain.json"
 done
+# the 40-epoch model's mixture refitted with M = 100 / 300 / 500 / 1,000 components, each judged with and
+# without the chain, with held-out latent density and novel scenes; M = 500 saved as its own folder
+python training_scripts/refit_latent_prior.py "$out/shapes-vae-40ep" --components 100 300 500 1000 \
+    --markov_chain_steps 20 --output "$out/shapes-vae-40ep-refit.json"
+python training_scripts/refit_latent_prior.py "$out/shapes-vae-40ep" --components 500 --output_dir "$out/shapes-vae-40ep-m500"
+# (20 epochs with M = 1,000, a one-off check quoted in the README)
+$train --model vae --num_epochs 20 --latent_prior_components 1000 --output_dir "$out/shapes-vae-20ep-m1000"
 
 # 2. VAE on MNIST (../shared/data/mnist): test ELBO and IWAE bound (k = 64) on 2,000 test digits
 # (this run and the dSprites pair below predate the latent mixture: their sample grids show N(0, I) samples)
