@@ -65,6 +65,10 @@ $diffusion --dataset_name "$data/mnist" --resolution 28 --num_channels 1 --max_t
 # 7. DCGAN, unconditional, on the shapes world (oracle validity / coverage) and on MNIST (FID, class histogram)
 /usr/bin/time -v python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 3000 \
     --output_dir "$out/shapes-gan" 2> "$out.shapes-gan.time" || true
+# ... continued from its step-3000 checkpoint to 6,000 steps with the R1 penalty (quoted in the README, not in the table)
+mkdir -p "$out/shapes-gan-r1" && cp -r "$out/shapes-gan/checkpoint-3000" "$out/shapes-gan-r1/"
+python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 6000 --resume_from_checkpoint latest \
+    --r1_gamma 0.1 --output_dir "$out/shapes-gan-r1"
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
     --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
 
