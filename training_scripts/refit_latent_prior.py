@@ -25,7 +25,7 @@ import torch
 
 import hf_genzoo  # noqa: F401  (binds our classes for diffusers' loader)
 from hf_genzoo import AutoencoderPipeline, VAEModel
-from hf_genzoo.metrics import encode_means
+from hf_genzoo.metrics import encode_means, reading_metrics
 from hf_genzoo.metrics.evaluate import scene_keys
 from hf_genzoo.models.latent_mixture import mixture_log_prob
 from hf_genzoo.training_utils import load_split_tensors
@@ -58,16 +58,10 @@ def judge(model: VAEModel, oracle, train_scenes: set, count: int, steps: int, se
 
 
 def scene_metrics(readings: list[dict], train_scenes: set) -> dict:
-    from hf_genzoo.data.shapes import PALETTE, SHAPES
-
+    """Validity, coverage and distinct scenes (`reading_metrics`), and the fraction of valid scenes not in training."""
     scenes = scene_keys(readings)
-    pairs = {(o["shape"], o["color"]) for r in readings if r["valid"] for o in r["objects"]}
-    return {
-        "oracle_validity": len(scenes) / len(readings),
-        "oracle_coverage": len(pairs) / (len(SHAPES) * len(PALETTE)),
-        "oracle_distinct_scenes": len(set(scenes)),
-        "novel_fraction": sum(scene not in train_scenes for scene in scenes) / max(len(scenes), 1),
-    }
+    novel = sum(scene not in train_scenes for scene in scenes) / max(len(scenes), 1)
+    return {**reading_metrics(readings), "novel_fraction": novel}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

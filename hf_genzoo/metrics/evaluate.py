@@ -157,13 +157,11 @@ def distinct_scenes(readings: list[dict]) -> int:
     return len(set(scene_keys(readings)))
 
 
-def shapes_sample_metrics(samples: torch.Tensor, oracle) -> dict[str, float]:
-    """Oracle validity (fraction of valid scenes), coverage (fraction of (shape, colour) pairs seen among the
-    valid samples' objects) and the number of distinct valid scenes of generated shapes-world images
-    (B, 3, H, W) in [-1, 1]."""
+def reading_metrics(readings: list[dict]) -> dict[str, float]:
+    """From the oracle's readings of generated images: validity (fraction of valid scenes), coverage (fraction of
+    (shape, colour) pairs seen among the valid samples' objects) and the number of distinct valid scenes."""
     from ..data.shapes import PALETTE, SHAPES
 
-    readings = oracle.read_batch(samples)
     valid = [r for r in readings if r["valid"]]
     seen = {(o["shape"], o["color"]) for r in valid for o in r["objects"]}
     return {
@@ -173,29 +171,27 @@ def shapes_sample_metrics(samples: torch.Tensor, oracle) -> dict[str, float]:
     }
 
 
+def shapes_sample_metrics(samples: torch.Tensor, oracle) -> dict[str, float]:
+    """`reading_metrics` of generated shapes-world images (B, 3, H, W) in [-1, 1]."""
+    return reading_metrics(oracle.read_batch(samples))
+
+
 def shapes_conditional_metrics(samples: torch.Tensor, labels, oracle) -> dict[str, float]:
-    """Oracle validity and coverage of class-conditional shapes-world samples, plus attribute accuracy: the
-    fraction of samples that are valid single-shape scenes whose (shape, colour) is the one asked for. `labels`
-    index `LABEL_NAMES` (label = shape · len(COLORS) + colour, as `class_label`)."""
-    from ..data.shapes import COLORS, PALETTE, SHAPES
+    """`reading_metrics` of class-conditional shapes-world samples, plus attribute accuracy: the fraction of
+    samples that are valid single-shape scenes whose (shape, colour) is the one asked for. `labels` index
+    `LABEL_NAMES` (label = shape · len(COLORS) + colour, as `class_label`)."""
+    from ..data.shapes import COLORS
 
     readings = oracle.read_batch(samples)
     labels = torch.as_tensor(labels).tolist()
     if len(labels) != len(readings):
         raise ValueError(f"got {len(readings)} samples and {len(labels)} labels")
-    valid = [r for r in readings if r["valid"]]
-    seen = {(o["shape"], o["color"]) for r in valid for o in r["objects"]}
     hits = 0
     for reading, label in zip(readings, labels):
         shape, color = divmod(int(label), len(COLORS))
         objects = reading["objects"]
         hits += bool(reading["valid"] and len(objects) == 1 and (objects[0]["shape"], objects[0]["color"]) == (shape, color))
-    return {
-        "oracle_validity": len(valid) / len(readings),
-        "oracle_coverage": len(seen) / (len(SHAPES) * len(PALETTE)),
-        "oracle_distinct_scenes": distinct_scenes(readings),
-        "oracle_attribute_accuracy": hits / len(readings),
-    }
+    return {**reading_metrics(readings), "oracle_attribute_accuracy": hits / len(readings)}
 
 
 @torch.no_grad()
