@@ -24,6 +24,7 @@ done
 python training_scripts/refit_latent_prior.py "$out/shapes-vae-40ep" --components 100 300 500 1000 \
     --markov_chain_steps 20 --output "$out/shapes-vae-40ep-refit.json"
 python training_scripts/refit_latent_prior.py "$out/shapes-vae-40ep" --components 500 --output_dir "$out/shapes-vae-40ep-m500"
+python training_scripts/refit_latent_prior.py "$out/shapes-vae" --components 100 300 --output "$out/shapes-vae-refit.json"
 python training_scripts/refit_latent_prior.py "$out/shapes-vae-40ep" --components 500 --markov_chain_steps 20 --seed 1 \
     --output "$out/shapes-vae-40ep-refit-seed1.json"
 # (20 epochs with M = 1,000, a one-off check quoted in the README)
