@@ -196,6 +196,9 @@ def test_refit_script_judges_each_number_of_components_and_saves_one(tmp_path, c
     reference = json.loads(capsys.readouterr().out.splitlines()[0])["real_held_out_images"]
     assert reference["oracle_validity"] == 1.0  # real scenes, read by the same oracle
     assert json.loads((tmp_path / "r.json").read_text()) == results
+    # --seed changes the fit and the draws, not the data the model was trained on (that is --data_seed)
+    refit.main(common + ["--components", "3", "--seed", "1"])
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["real_held_out_images"] == reference
 
     refit.main(common + ["--components", "4", "--output_dir", str(tmp_path / "refit")])
     loaded = AutoencoderPipeline.from_pretrained(tmp_path / "refit").model

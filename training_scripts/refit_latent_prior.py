@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--max_eval_samples", type=int, default=1000)
     parser.add_argument("--num_generated", type=int, default=1000)
     parser.add_argument("--markov_chain_steps", type=int, default=0, help="also judge the samples after this many chain steps")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the EM start and the samples")
+    parser.add_argument("--data_seed", type=int, default=0, help="the --seed the model was trained with: it draws the shapes world's splits")
     parser.add_argument("--output_dir", default=None, help="save the refitted model here (needs exactly one --components)")
     parser.add_argument("--output", default=None, help="write the results as a JSON list here")
     args = parser.parse_args(argv)
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         resolution=model.config.sample_size,
         num_channels=model.config.in_channels,
         image_column=None,
-        seed=args.seed,
+        seed=args.data_seed,
     )
     train, _, _ = load_split_tensors(data_args, args.train_split, args.max_train_samples)
     held_out, _, _ = load_split_tensors(data_args, args.eval_split, args.max_eval_samples)
