@@ -26,7 +26,7 @@ import torch
 import hf_genzoo  # noqa: F401  (binds our classes for diffusers' loader)
 from hf_genzoo import AutoencoderPipeline, VAEModel
 from hf_genzoo.metrics import encode_means, reading_metrics
-from hf_genzoo.metrics.evaluate import scene_keys
+from hf_genzoo.metrics.evaluate import decode_samples, scene_keys
 from hf_genzoo.models.latent_mixture import mixture_log_prob
 from hf_genzoo.training_utils import load_split_tensors
 
@@ -48,13 +48,10 @@ def load_vae(path: str) -> VAEModel:
 def judge(model: VAEModel, oracle, train_scenes: set, count: int, steps: int, seed: int, batch_size: int = 128) -> dict:
     """Shapes-oracle metrics of `count` mixture samples after `steps` decode/re-encode steps."""
     generator = torch.Generator().manual_seed(seed)
-    images = []
-    for start in range(0, count, batch_size):
-        z = model.sample_prior(min(batch_size, count - start), generator=generator)
-        if steps:
-            z = model.markov_chain(z, steps)
-        images.append(model.decode(z).sample.float().clamp(-1, 1))
-    return scene_metrics(oracle.read_batch(torch.cat(images)), train_scenes)
+    latents = torch.cat(
+        [model.sample_prior(min(batch_size, count - start), generator=generator) for start in range(0, count, batch_size)]
+    )
+    return scene_metrics(oracle.read_batch(decode_samples(model, latents, steps, batch_size)), train_scenes)
 
 
 def scene_metrics(readings: list[dict], train_scenes: set) -> dict:

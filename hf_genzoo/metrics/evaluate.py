@@ -101,15 +101,21 @@ def evaluate_autoencoder(
             if isinstance(model, VAEModel) and markov_chain_steps and not suffix:
                 chains["_markov_chain"] = markov_chain_steps
             for chain_suffix, steps in chains.items():
-                samples = torch.cat(
-                    [
-                        model.decode(model.markov_chain(chunk, steps) if steps else chunk).sample.float().cpu()
-                        for chunk in _batches(latents, batch_size)
-                    ]
-                )
-                scores = shapes_sample_metrics(samples.clamp(-1, 1), oracle)
+                scores = shapes_sample_metrics(decode_samples(model, latents, steps, batch_size), oracle)
                 metrics.update({key + suffix + chain_suffix: value for key, value in scores.items()})
     return metrics
+
+
+@torch.no_grad()
+def decode_samples(model, latents: torch.Tensor, markov_chain_steps: int = 0, batch_size: int = 128) -> torch.Tensor:
+    """Decode latent draws in batches, after `markov_chain_steps` decode/re-encode steps (a VAE's
+    `markov_chain`) when > 0: images (N, C, H, W) in [-1, 1], float32 on the CPU."""
+    images = []
+    for chunk in _batches(latents, batch_size):
+        if markov_chain_steps:
+            chunk = model.markov_chain(chunk, markov_chain_steps)
+        images.append(model.decode(chunk).sample.float().cpu())
+    return torch.cat(images).clamp(-1, 1)
 
 
 @torch.no_grad()
