@@ -7,7 +7,9 @@ Same UNet config (the script's defaults), same batch size, same process, EMA in 
   (resize, centre crop, to tensor, normalise — the example's torchvision transforms, here in PIL/numpy since
   torchvision is not a dependency), diffusers' `DDPMScheduler.add_noise`, `F.mse_loss`, `EMAModel.step`;
 - ours: `training_step` from training_scripts/train_diffusion.py under `Accelerator(mixed_precision=...)` (bf16
-  autocast on the CPU), channels-last, data preprocessed once into one tensor.
+  autocast on the CPU), the script's memory format (contiguous by default: channels-last is slower for this UNet
+  on the CPU) and attention kernel (`prepare_for_training`), its fused AdamW and foreach EMA, data preprocessed
+  once into one tensor.
 
     python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3
 """
@@ -78,17 +80,18 @@ def reference_rounds(unet, dataset, batch_size: int, steps: int, lr: float, reso
 
 def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: int, mixed_precision: str) -> float:
     accelerator = fresh_accelerator(mixed_precision)
-    unet = script.build_unet(args_ns, None).to(memory_format=torch.channels_last)
+    unet = script.prepare_for_training(script.build_unet(args_ns, None), args_ns, accelerator.device)
+    memory_format = torch.channels_last if args_ns.channels_last else torch.contiguous_format
     noise_scheduler = script.build_noise_scheduler(args_ns)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=args_ns.learning_rate)
+    optimizer = script.build_optimizer(unet, args_ns)
     lr_scheduler = get_scheduler("constant", optimizer=optimizer)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, power=0.75)
+    ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, power=0.75, foreach=True)
     unet.train()
     order = torch.randperm(len(images))
     start = time.perf_counter()
     for step in range(steps):
-        x_0 = images[order[step * batch_size : (step + 1) * batch_size]].contiguous(memory_format=torch.channels_last)
+        x_0 = images[order[step * batch_size : (step + 1) * batch_size]].contiguous(memory_format=memory_format)
         script.training_step(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, x_0, torch.Generator().manual_seed(step), args_ns)
         ema.step(unet.parameters())
     return steps * batch_size / (time.perf_counter() - start)

@@ -76,7 +76,7 @@ python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$dat
     --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
 
 # 8. throughput and memory of diffusion
-python benchmarks/bench_diffusion_train.py --output "$out/bench_diffusion_train.json"
+python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train.json"
 python benchmarks/sample_memory.py "$out/shapes-ddpm" --batch_size 64 --output "$out/sample_memory.json"
 
 # 9. VQ-VAE with and without dead-code restart, on the shapes world and on MNIST; then the GPT-2 priors

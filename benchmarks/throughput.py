@@ -63,6 +63,7 @@ def compare(reference: Callable[[int], float], ours: Callable[[int], float], arg
         "reference_fp32_images_per_s": round(float(np.median(reference_speeds)), 1),
         f"ours_{args.mixed_precision}_images_per_s": round(float(np.median(our_speeds)), 1),
         "speedup": round(float(np.median(our_speeds) / np.median(reference_speeds)), 2),
+        "speedup_per_round": [round(o / r, 2) for r, o in zip(reference_speeds, our_speeds)],
     }
     print(json.dumps(result, indent=2))
     if args.output:

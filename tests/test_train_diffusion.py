@@ -149,6 +149,26 @@ def test_loss_is_algorithm_1_with_min_snr_weights(prediction_type, snr_gamma):
     torch.testing.assert_close(loss, per_image.mean())
 
 
+def test_cpu_training_preparation_changes_speed_not_the_function():
+    """prepare_for_training swaps the attention kernel (and maybe the memory format): same outputs and gradients."""
+    args = train.parse_args(["--resolution", "16", "--block_out_channels", "8", "16", "--norm_num_groups", "4", "--attention_head_dim", "8"])
+    torch.manual_seed(0)
+    stock = train.build_unet(args, None)
+    prepared = train.prepare_for_training(train.build_unet(args, None), args, "cpu")
+    prepared.load_state_dict(stock.state_dict())
+    processors = {type(m.processor).__name__ for m in prepared.modules() if hasattr(m, "processor")}
+    assert processors == {"AttnProcessor"}
+    x, t = torch.randn(4, 3, 16, 16), torch.tensor([0, 10, 500, 999])
+    outputs = []
+    for unet in (stock, prepared):
+        out = unet(x, t).sample
+        out.square().mean().backward()
+        outputs.append((out.detach(), [p.grad for p in unet.parameters()]))
+    torch.testing.assert_close(outputs[1][0], outputs[0][0], rtol=1e-4, atol=1e-5)
+    for got, want in zip(outputs[1][1], outputs[0][1]):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-6)
+
+
 def test_label_dropout_substitutes_the_null_label():
     scheduler = GenZooDDPMScheduler(num_train_timesteps=10)
     labels = torch.arange(1000) % 21
