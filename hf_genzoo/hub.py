@@ -43,6 +43,29 @@ def resolve_pretrained_folder(
     )
 
 
+def load_model_component(name_or_path: str | os.PathLike, model_cls, **kwargs):
+    """A `model_cls` (a ModelMixin subclass) from a folder or Hub id that holds one directly, or as a component of
+    a saved pipeline (the first component of that class in its model_index.json). Other keyword arguments go to
+    `model_cls.from_pretrained`."""
+    folder = resolve_pretrained_folder(name_or_path)
+    index = os.path.join(folder, "model_index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            components = {name: value for name, value in json.load(f).items() if isinstance(value, list)}
+        names = [name for name, (_, class_name) in components.items() if class_name == model_cls.__name__]
+        if not names:
+            found = {name: class_name for name, (_, class_name) in components.items() if class_name}
+            raise ValueError(f"{name_or_path} holds no {model_cls.__name__} (its components: {found})")
+        return model_cls.from_pretrained(folder, subfolder=names[0], **kwargs)
+    config = os.path.join(folder, "config.json")
+    if os.path.isfile(config):
+        with open(config) as f:
+            class_name = json.load(f).get("_class_name")
+        if class_name and class_name != model_cls.__name__:
+            raise ValueError(f"{name_or_path} holds {class_name}, not {model_cls.__name__}")
+    return model_cls.from_pretrained(folder, **kwargs)
+
+
 def model_card_template(name: str) -> Path:
     """Path of a template shipped in `hf_genzoo.model_cards` (the repository's `model_cards/` folder)."""
     path = resources.files("hf_genzoo.model_cards") / f"{name}.md"

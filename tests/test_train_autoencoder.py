@@ -162,6 +162,68 @@ def test_vqvae_run_writes_a_loadable_folder_with_codebook_metrics(tmp_path):
         pipe(batch_size=1)
 
 
+def fine_tune_args(output_dir, pretrained, *extra):
+    """tiny_args without the architecture flags (the pretrained model's config is the architecture)."""
+    argv = tiny_args(output_dir, "--pretrained_model_name_or_path", str(pretrained), "--train_modules", "decoder", "--checkpointing_steps", "6", *extra)
+    for flag, count in (("--block_out_channels", 2), ("--latent_channels", 1)):
+        i = argv.index(flag)
+        del argv[i : i + 1 + count]
+    return argv
+
+
+def test_decoder_fine_tuning_keeps_the_codes_and_changes_only_the_decoder(tmp_path):
+    """--train_modules decoder on a trained VQ-VAE (with dead-code restart on): the encoder, codebook and therefore
+    every image's codes are unchanged, so a prior trained on them still fits; the decoder has moved."""
+    base, tuned = tmp_path / "vqvae", tmp_path / "tuned"
+    first = ["--model", "vqvae", "--num_vq_embeddings", "32", "--dead_code_steps", "1", "--checkpointing_steps", "6"]
+    run(*tiny_args(base, *first, "--max_train_steps", "2"))
+    run(*fine_tune_args(tuned, base, "--model", "vqvae"))
+    before = AutoencoderPipeline.from_pretrained(base).model
+    after = AutoencoderPipeline.from_pretrained(tuned).model
+    assert after.config.num_vq_embeddings == 32 and after.config.latent_channels == 4  # the pretrained config
+    state_before, state_after = before.state_dict(), after.state_dict()
+    for name, value in state_before.items():
+        if name.startswith(train.DECODER_SIDE):
+            continue
+        assert torch.equal(state_after[name], value), name
+    assert any(not torch.equal(state_after[n], v) for n, v in state_before.items() if n.startswith("decoder."))
+    images = torch.rand(8, 3, 16, 16) * 2 - 1
+    assert torch.equal(before.encode_indices(images), after.encode_indices(images))
+
+
+def test_decoder_fine_tuning_of_a_vae_from_a_model_folder(tmp_path):
+    base, tuned = tmp_path / "vae", tmp_path / "tuned"
+    run(*tiny_args(base, "--model", "vae", "--max_train_steps", "2", "--checkpointing_steps", "6"))
+    run(*fine_tune_args(tuned, base / "model", "--model", "vae"))
+    before = VAEModel.from_pretrained(base / "model").state_dict()
+    after = VAEModel.from_pretrained(tuned / "model").state_dict()
+    assert all(torch.equal(after[n], v) for n, v in before.items() if n.startswith("encoder."))
+    assert any(not torch.equal(after[n], v) for n, v in before.items() if n.startswith("decoder."))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "vae", "--train_modules", "decoder"], "--train_modules decoder fine-tunes a trained model: it needs --pretrained_model_name_or_path"),
+        (["--model", "vae", "--pretrained_model_name_or_path", "x", "--latent_channels", "8"], "--latent_channels: the architecture comes from"),
+        (["--model", "vqvae", "--pretrained_model_name_or_path", "x", "--dead_code_steps=5"], "--dead_code_steps: the architecture comes from"),
+    ],
+)
+def test_fine_tuning_flags_are_refused_with_the_reason(argv, message, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        train.parse_args(argv)
+    assert excinfo.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_pretrained_model_of_another_class_is_refused_naming_both(tmp_path):
+    run(*tiny_args(tmp_path / "ae", "--model", "ae", "--max_train_steps", "1", "--checkpointing_steps", "6", "--iwae_samples", "0"))
+    with pytest.raises(ValueError, match="holds no VQVAEModel"):
+        run(*fine_tune_args(tmp_path / "x", tmp_path / "ae", "--model", "vqvae"))
+    with pytest.raises(ValueError, match="holds AutoencoderModel, not VAEModel"):
+        run(*fine_tune_args(tmp_path / "y", tmp_path / "ae" / "model", "--model", "vae"))
+
+
 def test_vqvae_resume_continues_exactly(tmp_path):
     """EMA codebook, k-means init and dead-code restarts (their buffers and random draws) resume exactly too. With
     K = 256 codes for 16·8·8 vectors a batch, codes die and are restarted at steps 3 and 4, after the checkpoint."""

@@ -66,6 +66,30 @@ def test_evaluate_script_judges_other_sampling_settings(vqvae_folder, tmp_path):
     assert json.loads((tmp_path / "sweep.json").read_text()) == results
 
 
+def test_evaluate_script_decodes_with_a_fine_tuned_decoder_and_refuses_other_codebooks(vqvae_folder, tmp_path):
+    out = tmp_path / "prior"
+    run(*tiny_args(vqvae_folder, out, "--max_train_steps", "2"))
+    evaluate = load_script("evaluate_vq_prior")
+    tuned = VQVAEModel.from_pretrained(vqvae_folder)
+    with torch.no_grad():
+        for parameter in tuned.decoder.parameters():
+            parameter.add_(0.05)
+    tuned.save_pretrained(tmp_path / "tuned")
+    pipe = VQVAEPipeline.from_pretrained(out)
+    swapped = evaluate.with_first_stage(pipe, VQVAEModel.from_pretrained(tmp_path / "tuned"), "tuned")
+    assert swapped.prior is pipe.prior
+    codes = torch.randint(0, 16, (2, 4, 4))
+    assert not torch.allclose(swapped.decode(codes, output_type="pt"), pipe.decode(codes, output_type="pt"))
+    results = evaluate.main([str(out), "--vqvae", str(tmp_path / "tuned"), "--num_generated", "4", "--max_eval_samples", "8"])
+    assert results[0]["generated"] == 4
+
+    with torch.no_grad():
+        tuned.quantize_layer.embedding.weight.add_(0.05)
+    tuned.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="encoder or codebook differs from the pipeline's .*quantize_layer"):
+        evaluate.main([str(out), "--vqvae", str(tmp_path / "other"), "--num_generated", "4"])
+
+
 def test_resume_continues_exactly(vqvae_folder, tmp_path):
     from accelerate.state import AcceleratorState, GradientState
 

@@ -17,7 +17,8 @@ import os
 import torch
 
 import hf_genzoo  # noqa: F401  (binds our classes for diffusers' loader)
-from hf_genzoo import VQVAEPipeline
+from hf_genzoo import VQVAEModel, VQVAEPipeline
+from hf_genzoo.hub import load_model_component
 from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.training_utils import load_split_tensors
 
@@ -31,9 +32,35 @@ def load_training_script():
     return module
 
 
+def with_first_stage(pipe: VQVAEPipeline, vqvae: VQVAEModel, name: str) -> VQVAEPipeline:
+    """The pipeline's prior with another VQ-VAE that shares its encoder and codebook (only the decoder side may
+    differ), so the prior's codes mean what they meant in training."""
+    theirs = dict(vqvae.named_parameters())
+    differ = [
+        key
+        for key, value in pipe.vqvae.named_parameters()
+        if not key.startswith(("post_quant_conv.", "decoder."))
+        and (key not in theirs or theirs[key].shape != value.shape or not torch.equal(theirs[key], value))
+    ]
+    if differ:
+        raise ValueError(
+            f"{name}'s encoder or codebook differs from the pipeline's ({', '.join(differ[:3])}): the prior was "
+            "trained on other codes; only a VQ-VAE fine-tuned with --train_modules decoder can replace it"
+        )
+    out = VQVAEPipeline(vqvae=vqvae.to(pipe.vqvae.device).eval(), prior=pipe.prior)
+    out.set_progress_bar_config(disable=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("pipeline", help="a saved VQVAEPipeline folder or Hub repo id")
+    parser.add_argument(
+        "--vqvae",
+        default=None,
+        help="decode with this VQ-VAE instead (a folder or Hub id), e.g. the pipeline's own with its decoder fine-tuned "
+        "by train_autoencoder.py --train_modules decoder; its encoder and codebook must be the pipeline's",
+    )
     parser.add_argument("--dataset_name", default="shapes", help="the data it was trained on (for the oracle / real images)")
     parser.add_argument("--eval_split", default="test")
     parser.add_argument("--max_eval_samples", type=int, default=1000)
@@ -49,6 +76,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     script = load_training_script()
     pipe = VQVAEPipeline.from_pretrained(args.pipeline)
+    if args.vqvae:
+        pipe = with_first_stage(pipe, load_model_component(args.vqvae, VQVAEModel), args.vqvae)
     pipe.set_progress_bar_config(disable=True)
     vq = pipe.vqvae.config
     data_args = argparse.Namespace(

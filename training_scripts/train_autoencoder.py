@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel, VQVAEModel
 from hf_genzoo.data import load_image_dataset
-from hf_genzoo.hub import write_model_card
+from hf_genzoo.hub import load_model_component, write_model_card
 from hf_genzoo.metrics import encode_means, evaluate_autoencoder, evaluate_vqvae
 from hf_genzoo.training_utils import (
     card_dataset_fields,
@@ -87,6 +87,17 @@ QUANTIZER_FLAGS = {
 SHAPES_FACTORS = ("shape_0", "color_0", "size_0", "x_0", "y_0", "angle_0")
 DSPRITES_FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
 
+# the flags that build a model from scratch (refused with --pretrained_model_name_or_path, whose config rules)
+ARCHITECTURE_FLAGS = (
+    "block_out_channels", "layers_per_block", "latent_channels", "latent_type", "beta", "likelihood",
+    "gaussian_variance", "latent_prior", "latent_prior_components", "noise_std", "corruption", "drop_prob",
+    "mask_ratio", "patch_size", "sparsity_weight", "num_vq_embeddings", "vq_embed_dim", "quantizer",
+    "commitment_beta", "ema_codebook", "codebook_ema_decay", "kmeans_init", "dead_code_steps", "cosine_codes",
+    "usage_window", "gumbel_temperature", "gumbel_min_temperature", "gumbel_kl_weight",
+)
+# the children of each model that map latents (or codes) to images: all that --train_modules decoder trains
+DECODER_SIDE = ("post_quant_conv", "decoder")
+
 # training latents the GLO Gaussian / the VAE's latent mixture are fitted to, at most
 MAX_FIT_LATENTS = 10_000
 
@@ -107,6 +118,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_eval_samples", type=int, default=1000)
     parser.add_argument("--num_shapes", type=int, default=1, choices=(1, 2), help="shapes per scene in the shapes world")
     # model
+    parser.add_argument(
+        "--pretrained_model_name_or_path",
+        default=None,
+        help="start from this saved model (a folder or Hub id: the model, or a pipeline holding it) instead of random "
+        "weights; its config is the architecture, so the architecture flags below are refused with it",
+    )
+    parser.add_argument(
+        "--train_modules",
+        choices=("all", "decoder"),
+        default="all",
+        help="decoder: fine-tune only the decoder of --pretrained_model_name_or_path; the encoder (and a VQ-VAE's "
+        "codebook: no restarts, no updates) stay frozen, so the codes, and a prior trained on them, do not change",
+    )
     parser.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--layers_per_block", type=int, default=1)
     parser.add_argument("--latent_channels", type=int, default=16, help="for vqvae also D, the size of one code, unless --vq_embed_dim")
@@ -169,6 +193,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hub_token", default=None)
     args = parser.parse_args(argv)
 
+    if args.pretrained_model_name_or_path:
+        flags = {token.split("=")[0] for token in (sys.argv[1:] if argv is None else argv) if token.startswith("--")}
+        clash = sorted(flags & {"--" + name for name in ARCHITECTURE_FLAGS})
+        if clash:
+            parser.error(f"{', '.join(clash)}: the architecture comes from --pretrained_model_name_or_path's config")
+    elif args.train_modules != "all":
+        parser.error(f"--train_modules {args.train_modules} fine-tunes a trained model: it needs --pretrained_model_name_or_path")
     if args.sparsity_weight is None:
         args.sparsity_weight = 1e-3 if args.model == "sparse_ae" else 0.0
     if args.corruption is not None and args.model != "denoising_ae":
@@ -262,6 +293,28 @@ def build_model(args) -> AutoencoderModel | VAEModel | VQVAEModel:
     return model_cls(**config)
 
 
+def load_or_build_model(args) -> AutoencoderModel | VAEModel | VQVAEModel:
+    if not args.pretrained_model_name_or_path:
+        return build_model(args)
+    model_cls = MODEL_VARIANTS[args.model][0]
+    return load_model_component(args.pretrained_model_name_or_path, model_cls)
+
+
+def freeze_all_but_decoder(model) -> list[str]:
+    """Freeze every child of `model` outside DECODER_SIDE; returns their names, for `set_train_mode`."""
+    frozen = [name for name, _ in model.named_children() if name not in DECODER_SIDE]
+    for name in frozen:
+        getattr(model, name).requires_grad_(False)
+    return frozen
+
+
+def set_train_mode(model, frozen: list[str]) -> None:
+    """Training mode, except the frozen children: in eval mode a quantiser neither restarts nor updates codes."""
+    model.train()
+    for name in frozen:
+        getattr(model, name).eval()
+
+
 def load_split(args, split: str, max_samples: int | None):
     """The split preprocessed once: (pixel_values (N, C, H, W) in [-1, 1], factors (N, K) or None)."""
     dataset = load_image_dataset(
@@ -294,6 +347,7 @@ def gumbel_temperature(step: int, max_train_steps: int, start: float, end: float
 def validation_grid(model, images: torch.Tensor, generator_seed: int, num_samples: int = 16):
     """Top: held-out images; middle: their reconstructions; bottom: samples (if the model can sample on its own;
     a VQ-VAE needs its prior, so it shows reconstructions only)."""
+    modes = [module.training for module in model.modules()]
     model.eval()
     x = images.to(model.device, model.dtype)
     rows = [x.float().cpu(), model(x).sample.float().cpu()]
@@ -302,7 +356,8 @@ def validation_grid(model, images: torch.Tensor, generator_seed: int, num_sample
         prior = {"prior": "normal"} if isinstance(model, VAEModel) and not model.latent_prior_fitted else {}
         z = model.sample_prior(num_samples, generator=torch.Generator().manual_seed(generator_seed), **prior)
         rows.append(model.decode(z.to(model.device)).sample.float().cpu())
-    model.train()
+    for module, mode in zip(model.modules(), modes):
+        module.training = mode
     return image_grid(torch.cat(rows), nrow=len(images))
 
 
@@ -332,7 +387,7 @@ def main(args: argparse.Namespace) -> str:
         lambda split, max_samples: load_split(args, split, max_samples), args, logger
     )
     num_train = len(train_images)
-    if args.model == "vae" and args.latent_prior == "mixture" and min(num_train, MAX_FIT_LATENTS) < args.latent_prior_components:
+    if args.model == "vae" and not args.pretrained_model_name_or_path and args.latent_prior == "mixture" and min(num_train, MAX_FIT_LATENTS) < args.latent_prior_components:
         raise ValueError(
             f"--latent_prior_components {args.latent_prior_components} is more than the {num_train} training images "
             "the mixture is fitted to; lower it or use --latent_prior normal"
@@ -343,11 +398,12 @@ def main(args: argparse.Namespace) -> str:
     )
 
     # 2. model, optimiser, schedule, EMA
-    model = build_model(args)
+    model = load_or_build_model(args)
+    frozen = freeze_all_but_decoder(model) if args.train_modules == "decoder" else []
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        [parameter for parameter in model.parameters() if parameter.requires_grad],
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay,
@@ -380,7 +436,7 @@ def main(args: argparse.Namespace) -> str:
     grid_images = eval_images[:8]
     last_good_checkpoint = find_checkpoint(args.output_dir, "latest") if accelerator.is_main_process else None
     start_time = time.perf_counter()
-    model.train()
+    set_train_mode(model, frozen)
 
     # 4. the loop: one optimiser step = gradient_accumulation_steps micro-batches of the global batch
     for micro_index, indices in micro_batches(args, accelerator, num_train, batches_per_epoch, global_step):
@@ -445,7 +501,10 @@ def main(args: argparse.Namespace) -> str:
                 final_model.register_to_config(scaling_factor=float(1.0 / train_latents.std().clamp_min(1e-6)))
                 if final_model.config.latent_prior == "mixture":  # ex-post density estimation (Ghosh et al. 2020)
                     log_likelihood = final_model.fit_latent_prior(train_latents, generator=torch.Generator().manual_seed(args.seed))
-                    prior_metrics = {"latent_prior_components": args.latent_prior_components, "latent_prior_log_likelihood": log_likelihood}
+                    prior_metrics = {
+                        "latent_prior_components": final_model.config.latent_prior_components,
+                        "latent_prior_log_likelihood": log_likelihood,
+                    }
             metrics = evaluate_autoencoder(
                 final_model,
                 eval_images,

@@ -29,7 +29,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from hf_genzoo import VQVAEModel, VQVAEPipeline
-from hf_genzoo.hub import resolve_pretrained_folder, write_model_card
+from hf_genzoo.hub import load_model_component, write_model_card
 from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.models.code_prior import CodeLayout, build_code_prior, code_nll, codes_to_tokens, nats_to_bits_per_dim
 from hf_genzoo.training_utils import (
@@ -123,17 +123,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_vqvae(name_or_path: str) -> VQVAEModel:
     """A VQVAEModel from a folder or Hub id holding one directly, or as a component of a saved pipeline."""
-    folder = resolve_pretrained_folder(name_or_path)
-    index = os.path.join(folder, "model_index.json")
-    if os.path.isfile(index):
-        with open(index) as f:
-            components = json.load(f)
-        names = [name for name, value in components.items() if isinstance(value, list) and value[1] == "VQVAEModel"]
-        if not names:
-            found = {name: value[1] for name, value in components.items() if isinstance(value, list) and value[1]}
-            raise ValueError(f"{name_or_path} holds no VQVAEModel (its components: {found}); train one with train_autoencoder.py --model vqvae")
-        return VQVAEModel.from_pretrained(folder, subfolder=names[0])
-    return VQVAEModel.from_pretrained(folder)
+    try:
+        return load_model_component(name_or_path, VQVAEModel)
+    except ValueError as error:
+        raise ValueError(f"{error}; train one with train_autoencoder.py --model vqvae") from None
 
 
 @torch.no_grad()
