@@ -28,6 +28,10 @@ python training_scripts/refit_latent_prior.py "$out/shapes-vae" --components 100
 python training_scripts/refit_latent_prior.py "$out/shapes-vae-40ep" --components 500 --markov_chain_steps 20 --seed 1 \
     --output "$out/shapes-vae-40ep-refit-seed1.json"
 # (20 epochs with M = 1,000, a one-off check quoted in the README)
+# the main job with smaller batches (more updates in the same 10 epochs)
+for batch in 32 16; do
+    $train --model vae --train_batch_size $batch --output_dir "$out/shapes-vae-b$batch"
+done
 $train --model vae --num_epochs 20 --latent_prior_components 1000 --output_dir "$out/shapes-vae-20ep-m1000"
 
 # 2. VAE on MNIST (../shared/data/mnist): test ELBO and IWAE bound (k = 64) on 2,000 test digits
