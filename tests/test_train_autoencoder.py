@@ -146,6 +146,7 @@ def test_vqvae_run_writes_a_loadable_folder_with_codebook_metrics(tmp_path):
         assert 0 < usage <= 1 and 1 <= perplexity <= usage * K + 1e-6, (prefix, usage, perplexity)
         assert isinstance(dead, int) and dead == K - round(usage * K)
     assert "elbo_nats" not in metrics and "oracle_validity" not in metrics  # it cannot sample without its prior
+    assert 0 <= metrics["oracle_validity_reconstructions"] <= 1  # the ceiling of any prior's samples
 
     card = (out / "README.md").read_text()
     assert "VQVAEModel" in card and "codebook_usage" in card and "VQVAEPipeline" in card and "pipe(batch_size" not in card

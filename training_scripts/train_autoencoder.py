@@ -491,7 +491,7 @@ def main(args: argparse.Namespace) -> str:
         if is_vqvae:
             # samples come from a prior over the codes (VQVAEPipeline), not a latent Gaussian; scaling_factor stays
             # 1.0, as in diffusers' VQModel and the LDM paper's VQ-regularised first stages
-            metrics = evaluate_vqvae(final_model, eval_images)
+            metrics = evaluate_vqvae(final_model, eval_images, shapes_resolution=args.resolution if args.dataset_name == "shapes" else None)
         else:
             train_latents = encode_means(final_model, train_images[:MAX_FIT_LATENTS])
             prior_metrics = {}

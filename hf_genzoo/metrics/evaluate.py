@@ -119,7 +119,9 @@ def decode_samples(model, latents: torch.Tensor, markov_chain_steps: int = 0, ba
 
 
 @torch.no_grad()
-def evaluate_vqvae(model: VQVAEModel, images: torch.Tensor, *, batch_size: int = 128) -> dict[str, float]:
+def evaluate_vqvae(
+    model: VQVAEModel, images: torch.Tensor, *, shapes_resolution: int | None = None, batch_size: int = 128
+) -> dict[str, float]:
     """Held-out metrics for a VQ-VAE (it samples only through a prior over its codes, so nothing about samples):
 
     - `mse`, `psnr` of reconstructions, as for the autoencoders (PSNR = 10 log10(1 / MSE) with pixels mapped to
@@ -127,18 +129,22 @@ def evaluate_vqvae(model: VQVAEModel, images: torch.Tensor, *, batch_size: int =
     - on the codes of `images`: `codebook_usage`, the fraction of the K codes that occur at least once;
       `perplexity`, exp of the entropy of their histogram (K at best); `dead_codes`, K − codes used;
     - `train_window_codebook_usage`, `train_window_perplexity`, `train_window_dead_codes`: the same over the last
-      `usage_window` training batches (`model.codebook_health()`).
+      `usage_window` training batches (`model.codebook_health()`);
+    - `shapes_resolution` given (shapes-world data): `oracle_validity_reconstructions`, the ceiling of any prior's
+      samples.
     """
     model.eval()
     device, dtype = model.device, model.dtype
     sums = {"mse": 0.0, "psnr": 0.0}
     counts = torch.zeros(model.num_codes, dtype=torch.long)  # (K,) histogram of the held-out codes
+    reconstructions = []
     for batch in _batches(images, batch_size):
         x = batch.to(device, dtype)
         z_q, _, indices = model.quantize(model.encode(x).latents)  # (B, D, h, w), (B, h, w)
         reconstruction = model.decode(z_q, force_not_quantize=True).sample
         sums["mse"] += mse(x, reconstruction).sum().item()
         sums["psnr"] += psnr(x, reconstruction).sum().item()
+        reconstructions.append(reconstruction.float().cpu())
         counts += torch.bincount(indices.flatten().cpu(), minlength=model.num_codes)
     used = int((counts > 0).sum())
     metrics = {
@@ -149,6 +155,11 @@ def evaluate_vqvae(model: VQVAEModel, images: torch.Tensor, *, batch_size: int =
         "dead_codes": model.num_codes - used,
     }
     metrics.update({f"train_window_{key}": value for key, value in model.codebook_health().items()})
+    if shapes_resolution is not None:
+        from ..data.shapes import ShapesOracle
+
+        oracle = ShapesOracle(shapes_resolution)
+        metrics["oracle_validity_reconstructions"] = shapes_sample_metrics(torch.cat(reconstructions).clamp(-1, 1), oracle)["oracle_validity"]
     return metrics
 
 
