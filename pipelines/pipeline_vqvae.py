@@ -46,6 +46,7 @@ class VQVAEPipeline(GenZooPipeline):
         temperature: float = 1.0,
         top_k: int | None = None,
         class_labels=None,
+        epsilon_cutoff: float | None = None,
     ) -> torch.Tensor:
         """Codes (B, h, w) drawn from the prior in raster order."""
         if batch_size < 1:
@@ -54,6 +55,8 @@ class VQVAEPipeline(GenZooPipeline):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if top_k is not None and not 1 <= top_k <= self.layout.num_codes:
             raise ValueError(f"top_k must be in [1, {self.layout.num_codes}] (the codebook size) or None, got {top_k}")
+        if epsilon_cutoff is not None and not 0 < epsilon_cutoff < 1:
+            raise ValueError(f"epsilon_cutoff must be in (0, 1) or None, got {epsilon_cutoff}")
         start = start_tokens(self.layout, batch_size, class_labels, device=self.prior.device)
         num_codes = self.layout.grid[0] * self.layout.grid[1]
         # transformers samples with the global RNG: seed it from `generator`, inside a forked RNG state
@@ -70,6 +73,7 @@ class VQVAEPipeline(GenZooPipeline):
                 temperature=temperature,
                 top_k=top_k or 0,
                 top_p=1.0,
+                epsilon_cutoff=epsilon_cutoff,
                 suppress_tokens=list(range(self.layout.num_codes, self.layout.vocab_size)),
                 pad_token_id=self.layout.start_token,
             )
@@ -85,6 +89,7 @@ class VQVAEPipeline(GenZooPipeline):
         class_labels: int | list[int] | torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        epsilon_cutoff: float | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Sample images.
@@ -98,9 +103,13 @@ class VQVAEPipeline(GenZooPipeline):
                 refused for an unconditional one).
             output_type (`"pil" | "np" | "pt"`, defaults to `"pil"`).
             return_dict (`bool`, defaults to `True`): an `ImagePipelineOutput` rather than a tuple.
+            epsilon_cutoff (`float`, *optional*): ε-sampling (Hewitt et al. 2022, "Truncation Sampling as Language
+                Model Desmoothing"): codes whose probability is below ε are never drawn, the rest keep their
+                relative odds. Unlike a lower temperature it leaves the high-entropy choices (what scene to draw)
+                alone and only cuts the long tail of unlikely codes (a wrong code on a shape's edge).
         """
         check_output_type(output_type)
-        codes = self.sample_codes(batch_size, generator, temperature, top_k, class_labels)
+        codes = self.sample_codes(batch_size, generator, temperature, top_k, class_labels, epsilon_cutoff)
         images = self.postprocess(self.vqvae.decode_indices(codes.to(self.vqvae.device)), output_type)
         if not return_dict:
             return (images,)

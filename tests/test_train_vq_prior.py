@@ -80,8 +80,8 @@ def test_evaluate_script_decodes_with_a_fine_tuned_decoder_and_refuses_other_cod
     assert swapped.prior is pipe.prior
     codes = torch.randint(0, 16, (2, 4, 4))
     assert not torch.allclose(swapped.decode(codes, output_type="pt"), pipe.decode(codes, output_type="pt"))
-    results = evaluate.main([str(out), "--vqvae", str(tmp_path / "tuned"), "--num_generated", "4", "--max_eval_samples", "8"])
-    assert results[0]["generated"] == 4
+    results = evaluate.main([str(out), "--vqvae", str(tmp_path / "tuned"), "--epsilon_cutoff", "0", "0.05", "--num_generated", "4", "--max_eval_samples", "8"])
+    assert [(r["epsilon_cutoff"], r["generated"]) for r in results] == [(None, 4), (0.05, 4)]
 
     with torch.no_grad():
         tuned.quantize_layer.embedding.weight.add_(0.05)
@@ -140,3 +140,9 @@ def test_bad_flags_are_refused_with_the_values(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--vqvae", "x", "--temperature", "0"])
     assert "--temperature must be > 0, got 0.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.parse_args(["--vqvae", "x", "--epsilon_cutoff", "1.5"])
+    assert "--epsilon_cutoff must be in (0, 1), got 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        load_script("evaluate_vq_prior").main(["x", "--epsilon_cutoff", "0", "-0.1"])
+    assert "--epsilon_cutoff values must be in [0, 1) (0: off), got [0.0, -0.1]" in capsys.readouterr().err

@@ -247,6 +247,30 @@ def test_prior_that_does_not_fit_the_codebook_is_refused_at_load_time():
         VQVAEPipeline(vqvae=vqvae, prior=GPT2LMHeadModel(GPT2Config(vocab_size=17, n_positions=65, n_layer=1, n_head=2, n_embd=16)))
 
 
+def test_epsilon_sampling_never_draws_a_code_below_epsilon():
+    """ε-sampling: every drawn code had probability ≥ ε given the codes before it (teacher-forced through the
+    prior, softmax over the K codes, since start tokens are never sampled), or was the most likely code where
+    none reached ε; without it, less likely codes are drawn too."""
+    from hf_genzoo.models.code_prior import codes_to_tokens
+
+    pipe = tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    epsilon, K = 0.08, 16  # a near-uniform random prior puts many of its 16 codes under 0.08
+
+    def drawn_and_best(codes):
+        tokens = codes_to_tokens(codes, pipe.layout)
+        probabilities = pipe.prior(input_ids=tokens[:, :-1]).logits[..., :K].float().softmax(-1)
+        return probabilities.gather(-1, tokens[:, 1:, None]).squeeze(-1), probabilities.amax(-1)
+
+    with torch.no_grad():
+        drawn, best = drawn_and_best(pipe.sample_codes(8, torch.Generator().manual_seed(0), epsilon_cutoff=epsilon))
+        plain, plain_best = drawn_and_best(pipe.sample_codes(8, torch.Generator().manual_seed(0)))
+    assert ((drawn >= epsilon - 1e-5) | (drawn >= best - 1e-6)).all()
+    assert ((plain < epsilon) & (plain < plain_best - 1e-6)).any()
+    with pytest.raises(ValueError, match=r"epsilon_cutoff must be in \(0, 1\) or None, got 1.5"):
+        pipe(batch_size=1, epsilon_cutoff=1.5)
+
+
 def test_bad_sampling_inputs_name_what_is_allowed():
     unconditional, conditional = tiny_pipeline(), tiny_pipeline(num_classes=3)
     with pytest.raises(ValueError, match="unconditional"):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Judge samples of a saved VQVAEPipeline at other sampling settings (temperature, top-k), with the functions
+"""Judge samples of a saved VQVAEPipeline at other sampling settings (temperature, top-k, ε-sampling), with the functions
 `train_vq_prior.py` ends with: the shapes oracle's validity and coverage, or with `--fid_classifier` the FID on a
 domain classifier's features and the class histogram. Prints one JSON line per setting; `--output` writes them all.
 
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--max_eval_samples", type=int, default=1000)
     parser.add_argument("--temperature", type=float, nargs="+", default=[1.0])
     parser.add_argument("--top_k", type=int, nargs="+", default=[0], help="0: no top-k")
+    parser.add_argument("--epsilon_cutoff", type=float, nargs="+", default=[0.0], help="ε-sampling (VQVAEPipeline); 0: off")
     parser.add_argument("--num_generated", type=int, default=500)
     parser.add_argument("--fid_classifier", default=None)
     parser.add_argument("--seed", type=int, default=1)
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     if any(t <= 0 for t in args.temperature):
         parser.error(f"--temperature values must be > 0, got {args.temperature}")
+    if any(not 0 <= e < 1 for e in args.epsilon_cutoff):
+        parser.error(f"--epsilon_cutoff values must be in [0, 1) (0: off), got {args.epsilon_cutoff}")
 
     script = load_training_script()
     pipe = VQVAEPipeline.from_pretrained(args.pipeline)
@@ -86,11 +89,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     real, _, _ = load_split_tensors(data_args, args.eval_split, args.max_eval_samples)
     labels = script.sample_labels(pipe.num_classes, args.num_generated)
     results = []
-    for temperature, top_k in itertools.product(args.temperature, args.top_k):
-        settings = argparse.Namespace(temperature=temperature, top_k=top_k or None)
+    for temperature, top_k, epsilon in itertools.product(args.temperature, args.top_k, args.epsilon_cutoff):
+        settings = argparse.Namespace(temperature=temperature, top_k=top_k or None, epsilon_cutoff=epsilon or None)
         with torch.no_grad():
             samples = script.generate(pipe, args.num_generated, labels, settings, seed=args.seed)
-        metrics = {"temperature": temperature, "top_k": top_k or None, "generated": len(samples)}
+        metrics = {"temperature": temperature, "top_k": top_k or None, "epsilon_cutoff": epsilon or None, "generated": len(samples)}
         metrics.update(
             sample_quality_metrics(
                 samples,

@@ -99,6 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--logging_dir", default="logs")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the grids and the sample metrics")
     parser.add_argument("--top_k", type=int, default=None, help="top-k sampling of the grids and the sample metrics")
+    parser.add_argument("--epsilon_cutoff", type=float, default=None, help="ε-sampling of the grids and the sample metrics (VQVAEPipeline)")
     parser.add_argument("--num_generated", type=int, default=500, help="samples judged by the shapes oracle / the FID")
     parser.add_argument("--fid_classifier", default=None, help="a DomainClassifier folder: report FID on its features")
     parser.add_argument("--push_to_hub", action="store_true")
@@ -115,6 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--n_embd {args.n_embd} must be divisible by --n_head {args.n_head}")
     if args.temperature <= 0:
         parser.error(f"--temperature must be > 0, got {args.temperature}")
+    if args.epsilon_cutoff is not None and not 0 < args.epsilon_cutoff < 1:
+        parser.error(f"--epsilon_cutoff must be in (0, 1), got {args.epsilon_cutoff}")
     return args
 
 
@@ -149,7 +152,8 @@ def generate(pipe: VQVAEPipeline, count: int, labels, args, seed: int, batch_siz
     out = []
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
-        codes = pipe.sample_codes(n, generator, args.temperature, args.top_k, None if labels is None else labels[start : start + n])
+        labels_n = None if labels is None else labels[start : start + n]
+        codes = pipe.sample_codes(n, generator, args.temperature, args.top_k, labels_n, getattr(args, "epsilon_cutoff", None))
         out.append(pipe.vqvae.decode_indices(codes.to(pipe.vqvae.device)).float().cpu().clamp(-1, 1))
     return torch.cat(out)
 
@@ -302,6 +306,8 @@ def main(args: argparse.Namespace) -> str:
         )
         if args.top_k:
             metrics["top_k"] = args.top_k
+        if args.epsilon_cutoff:
+            metrics["epsilon_cutoff"] = args.epsilon_cutoff
         logger.info(f"metrics: {json.dumps(metrics)}")
         save_model_folder(args, pipe, metrics, sample_grid(pipe, num_classes, args, count=64), num_classes)
         if args.push_to_hub:
@@ -317,6 +323,7 @@ def save_model_folder(args, pipe: VQVAEPipeline, metrics: dict, grid, num_classe
         pipe.save_pretrained(staging)
         grid.save(os.path.join(staging, "samples.png"))
         sampling = f"temperature {args.temperature}" + (f", top-k {args.top_k}" if args.top_k else "")
+        sampling += f", ε-sampling {args.epsilon_cutoff}" if args.epsilon_cutoff else ""
         write_model_card(
             staging,
             "vqvae",
