@@ -114,6 +114,16 @@ python training_scripts/evaluate_vq_prior.py "$out/shapes-vqvae-prior-32k" --tem
     --output "$out/shapes-vqvae-prior-32k-sweep.json"
 python training_scripts/evaluate_vq_prior.py "$out/shapes-vqvae-prior-32k" --temperature 1.0 0.6 0.4 0.2 \
     --output "$out/shapes-vqvae-prior-32k-low-temperature.json"
+# the VQ-VAE's decoder fine-tuned with the encoder and codebook frozen (same codes, so the 32k prior still fits),
+# then the prior judged through it at two seeds
+$train --model vqvae --pretrained_model_name_or_path "$out/shapes-vqvae-restart" --train_modules decoder \
+    --max_train_steps 3000 --output_dir "$out/shapes-vqvae-ft"
+$train --model vqvae --pretrained_model_name_or_path "$out/shapes-vqvae-ft" --train_modules decoder \
+    --max_train_steps 4000 --learning_rate 5e-4 --output_dir "$out/shapes-vqvae-ft2"
+for seed in 1 2; do
+    python training_scripts/evaluate_vq_prior.py "$out/shapes-vqvae-prior-32k" --vqvae "$out/shapes-vqvae-ft2" --top_k 0 4 \
+        --epsilon_cutoff 0 0.01 --num_generated 1000 --seed $seed --output "$out/shapes-vqvae-prior-32k-ft-seed$seed.json"
+done
 $prior --vqvae "$out/mnist-vqvae-restart" --dataset_name "$data/mnist" --num_generated 1000 --max_eval_samples 2000 \
     --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-vqvae-prior"
 

@@ -63,6 +63,7 @@ def test_evaluate_script_judges_other_sampling_settings(vqvae_folder, tmp_path):
     results = evaluate.main([str(out), "--temperature", "1.0", "0.5", "--top_k", "0", "3", "--num_generated", "4", "--max_eval_samples", "8", "--output", str(tmp_path / "sweep.json")])
     assert [(r["temperature"], r["top_k"]) for r in results] == [(1.0, None), (1.0, 3), (0.5, None), (0.5, 3)]
     assert all(0 <= r["oracle_validity"] <= 1 and r["generated"] == 4 for r in results)
+    assert all(0 <= r["oracle_novel_fraction"] <= 1 for r in results)  # valid scenes the training split lacks
     assert json.loads((tmp_path / "sweep.json").read_text()) == results
 
 

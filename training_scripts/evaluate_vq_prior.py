@@ -19,7 +19,9 @@ import torch
 import hf_genzoo  # noqa: F401  (binds our classes for diffusers' loader)
 from hf_genzoo import VQVAEModel, VQVAEPipeline
 from hf_genzoo.hub import load_model_component
+from hf_genzoo.data.shapes import ShapesOracle
 from hf_genzoo.metrics import sample_quality_metrics
+from hf_genzoo.metrics.evaluate import scene_keys, scene_metrics
 from hf_genzoo.training_utils import load_split_tensors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--dataset_name", default="shapes", help="the data it was trained on (for the oracle / real images)")
     parser.add_argument("--eval_split", default="test")
+    parser.add_argument("--train_split", default="train", help="shapes world: the split the prior learned, to count novel scenes")
+    parser.add_argument("--data_seed", type=int, default=0, help="the --seed the models were trained with: it draws the shapes world's splits")
     parser.add_argument("--max_eval_samples", type=int, default=1000)
     parser.add_argument("--temperature", type=float, nargs="+", default=[1.0])
     parser.add_argument("--top_k", type=int, nargs="+", default=[0], help="0: no top-k")
@@ -84,9 +88,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     pipe.set_progress_bar_config(disable=True)
     vq = pipe.vqvae.config
     data_args = argparse.Namespace(
-        dataset_name=args.dataset_name, resolution=vq.sample_size, num_channels=vq.in_channels, image_column=None, seed=0
+        dataset_name=args.dataset_name, resolution=vq.sample_size, num_channels=vq.in_channels, image_column=None, seed=args.data_seed
     )
     real, _, _ = load_split_tensors(data_args, args.eval_split, args.max_eval_samples)
+    oracle = train_scenes = None
+    if args.dataset_name == "shapes":  # novelty: valid samples whose scene the training set does not hold
+        oracle = ShapesOracle(vq.sample_size)
+        train, _, _ = load_split_tensors(data_args, args.train_split, None)
+        train_scenes = set(scene_keys(oracle.read_batch(train)))
+        print(json.dumps({"real_held_out_images": scene_metrics(oracle.read_batch(real), train_scenes)}))
     labels = script.sample_labels(pipe.num_classes, args.num_generated)
     results = []
     for temperature, top_k, epsilon in itertools.product(args.temperature, args.top_k, args.epsilon_cutoff):
@@ -103,6 +113,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 fid_classifier=args.fid_classifier,
             )
         )
+        if oracle is not None:
+            metrics["oracle_novel_fraction"] = scene_metrics(oracle.read_batch(samples), train_scenes)["novel_fraction"]
         print(json.dumps(metrics))
         results.append(metrics)
     if args.output:

@@ -25,8 +25,8 @@ import torch
 
 import hf_genzoo  # noqa: F401  (binds our classes for diffusers' loader)
 from hf_genzoo import AutoencoderPipeline, VAEModel
-from hf_genzoo.metrics import encode_means, reading_metrics
-from hf_genzoo.metrics.evaluate import decode_samples, scene_keys
+from hf_genzoo.metrics import encode_means
+from hf_genzoo.metrics.evaluate import decode_samples, scene_keys, scene_metrics
 from hf_genzoo.models.latent_mixture import mixture_log_prob
 from hf_genzoo.training_utils import load_split_tensors
 
@@ -52,13 +52,6 @@ def judge(model: VAEModel, oracle, train_scenes: set, count: int, steps: int, se
         [model.sample_prior(min(batch_size, count - start), generator=generator) for start in range(0, count, batch_size)]
     )
     return scene_metrics(oracle.read_batch(decode_samples(model, latents, steps, batch_size)), train_scenes)
-
-
-def scene_metrics(readings: list[dict], train_scenes: set) -> dict:
-    """Validity, coverage and distinct scenes (`reading_metrics`), and the fraction of valid scenes not in training."""
-    scenes = scene_keys(readings)
-    novel = sum(scene not in train_scenes for scene in scenes) / max(len(scenes), 1)
-    return {**reading_metrics(readings), "novel_fraction": novel}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -188,6 +188,14 @@ def reading_metrics(readings: list[dict]) -> dict[str, float]:
     }
 
 
+def scene_metrics(readings: list[dict], train_scenes: set) -> dict[str, float]:
+    """`reading_metrics`, and `novel_fraction`: the fraction of valid scenes absent from the training set's
+    (`set(scene_keys(oracle.read_batch(train_images)))`), so memorising shows."""
+    scenes = scene_keys(readings)
+    novel = sum(scene not in train_scenes for scene in scenes) / max(len(scenes), 1)
+    return {**reading_metrics(readings), "novel_fraction": novel}
+
+
 def shapes_sample_metrics(samples: torch.Tensor, oracle) -> dict[str, float]:
     """`reading_metrics` of generated shapes-world images (B, 3, H, W) in [-1, 1]."""
     return reading_metrics(oracle.read_batch(samples))
