@@ -124,6 +124,10 @@ for seed in 1 2; do
     python training_scripts/evaluate_vq_prior.py "$out/shapes-vqvae-prior-32k" --vqvae "$out/shapes-vqvae-ft2" --top_k 0 4 \
         --epsilon_cutoff 0 0.01 --num_generated 1000 --seed $seed --output "$out/shapes-vqvae-prior-32k-ft-seed$seed.json"
 done
+for seed in 3 4; do
+    python training_scripts/evaluate_vq_prior.py "$out/shapes-vqvae-prior-32k" --vqvae "$out/shapes-vqvae-ft2" --top_k 0 4 \
+        --num_generated 1000 --seed $seed --output "$out/shapes-vqvae-prior-32k-ft-seed$seed.json"
+done
 $prior --vqvae "$out/mnist-vqvae-restart" --dataset_name "$data/mnist" --num_generated 1000 --max_eval_samples 2000 \
     --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-vqvae-prior"
 
