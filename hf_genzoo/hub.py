@@ -86,9 +86,11 @@ def write_model_card(
     metrics: dict[str, float] | None = None,
     dataset_name: str = "",
     task_type: str = "unconditional-image-generation",
+    base_model: str | None = None,
     **fields: Any,
 ) -> ModelCard:
-    """Render `model_cards/{template}.md` into `folder/README.md`, YAML metadata and `model-index` included."""
+    """Render `model_cards/{template}.md` into `folder/README.md`, YAML metadata and `model-index` included;
+    `base_model` (a Hub repo id) marks a fine-tuned model in the metadata."""
     metrics = metrics or {}
     eval_results = [
         EvalResult(
@@ -109,6 +111,7 @@ def write_model_card(
         metrics=sorted(metrics) or None,
         model_name=model_name,
         eval_results=eval_results or None,
+        base_model=base_model,
     )
     card = ModelCard.from_template(
         card_data,

@@ -45,3 +45,15 @@ def test_save_pretrained_push_to_hub_flag_uploads_the_folder(hub, hub_cache, tmp
 def test_unknown_repo_is_a_clear_error(hub, hub_cache):
     with pytest.raises(RepositoryNotFoundError):
         AutoencoderPipeline.from_pretrained("genzoo-tests/does-not-exist")
+
+
+def test_model_card_names_a_hub_base_model(tmp_path):
+    from hf_genzoo.hub import write_model_card
+
+    card = write_model_card(
+        tmp_path, "autoencoder", model_name="tuned", pipeline_class="AutoencoderPipeline", tags=["vqvae"],
+        base_model="someone/shapes-vqvae", model_class="VQVAEModel", dataset_description="d", training_summary="s",
+        sample_grid="samples.png", training_command="c", repo_id="tuned", dataset_name="shapes",
+    )
+    assert card.data.base_model == "someone/shapes-vqvae"
+    assert "base_model: someone/shapes-vqvae" in (tmp_path / "README.md").read_text()

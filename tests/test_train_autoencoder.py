@@ -190,6 +190,9 @@ def test_decoder_fine_tuning_keeps_the_codes_and_changes_only_the_decoder(tmp_pa
     assert any(not torch.equal(state_after[n], v) for n, v in state_before.items() if n.startswith("decoder."))
     images = torch.rand(8, 3, 16, 16) * 2 - 1
     assert torch.equal(before.encode_indices(images), after.encode_indices(images))
+    card = (tuned / "README.md").read_text()
+    assert f"fine-tuned from `{base}` (the decoder only; encoder and codebook frozen)" in card
+    assert "base_model" not in card  # a local folder is no Hub base model
 
 
 def test_decoder_fine_tuning_of_a_vae_from_a_model_folder(tmp_path):

@@ -532,6 +532,11 @@ def save_model_folder(args, model, metrics: dict, grid) -> None:
         AutoencoderPipeline(model=model).save_pretrained(staging)
         grid.save(os.path.join(staging, "samples.png"))
         command = "accelerate launch training_scripts/train_autoencoder.py " + " ".join(sys.argv[1:])
+        source = args.pretrained_model_name_or_path
+        fine_tuned = ""
+        if source:
+            part = "the decoder only; encoder and codebook frozen" if args.train_modules == "decoder" else "all weights"
+            fine_tuned = f"; fine-tuned from `{source}` ({part})"
         write_model_card(
             staging,
             "autoencoder",
@@ -541,7 +546,9 @@ def save_model_folder(args, model, metrics: dict, grid) -> None:
             tags=["autoencoder", args.model, "unconditional-image-generation"],
             metrics={k: v for k, v in metrics.items() if k not in ("train_steps", "train_seconds", "iwae_samples")},
             training_summary=f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s"
-            + (f"; IWAE bound with k = {metrics['iwae_samples']}" if metrics.get("iwae_samples") else ""),
+            + (f"; IWAE bound with k = {metrics['iwae_samples']}" if metrics.get("iwae_samples") else "")
+            + fine_tuned,
+            base_model=source if source and not os.path.exists(source) else None,  # a Hub id, not a local folder
             sample_grid="samples.png",
             training_command=command,
         )
