@@ -195,8 +195,8 @@ def build_unet(args, num_classes: int | None) -> UNet2DModel:
 def prepare_for_training(unet: UNet2DModel, args, device: torch.device) -> UNet2DModel:
     """Memory format and attention kernel for the training step. On the CPU the self-attention runs through diffusers'
     `AttnProcessor` (batched matmuls, softmax in fp32) instead of `scaled_dot_product_attention`, whose bf16 backward
-    is slow there: 7.3 against 13.6 ms per attention block, forward and backward, at 8×8 with batch 64. Neither
-    choice is saved with the model; sampling uses the default processor."""
+    is slow there: 7.3 against 13.6 ms per attention block, forward and backward, at 8×8 with batch 64; the same
+    function (tested). Neither choice is saved with the model: a loaded model runs the default processor."""
     if args.channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     if torch.device(device).type == "cpu":
