@@ -32,6 +32,8 @@ python training_scripts/refit_latent_prior.py "$out/shapes-vae-40ep" --component
 for batch in 32 16; do
     $train --model vae --train_batch_size $batch --output_dir "$out/shapes-vae-b$batch"
 done
+# ... and the main-job model's decoder trained 10 more epochs with the encoder frozen
+$train --model vae --pretrained_model_name_or_path "$out/shapes-vae" --train_modules decoder --output_dir "$out/shapes-vae-decoder-finetuned"
 $train --model vae --num_epochs 20 --latent_prior_components 1000 --output_dir "$out/shapes-vae-20ep-m1000"
 
 # 2. VAE on MNIST (../shared/data/mnist): test ELBO and IWAE bound (k = 64) on 2,000 test digits
