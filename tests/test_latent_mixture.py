@@ -214,3 +214,6 @@ def test_refit_script_judges_each_number_of_components_and_saves_one(tmp_path, c
         with pytest.raises(SystemExit):
             refit.main(common + bad)
         assert re.search(message, capsys.readouterr().err)
+    AutoencoderPipeline(model=tiny_vae(latent_prior="normal")).save_pretrained(tmp_path / "normal")
+    with pytest.raises(ValueError, match="holds a VAE with latent_prior='normal'; only a 'mixture' can be refitted"):
+        refit.main([str(tmp_path / "normal"), "--components", "3"])

@@ -41,7 +41,7 @@ def with_first_stage(pipe: VQVAEPipeline, vqvae: VQVAEModel, name: str) -> VQVAE
     differ = [
         key
         for key, value in pipe.vqvae.named_parameters()
-        if not key.startswith(("post_quant_conv.", "decoder."))
+        if key.split(".")[0] not in pipe.vqvae.decoder_modules
         and (key not in theirs or theirs[key].shape != value.shape or not torch.equal(theirs[key], value))
     ]
     if differ:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         dataset_name=args.dataset_name, resolution=vq.sample_size, num_channels=vq.in_channels, image_column=None, seed=args.data_seed
     )
     real, _, _ = load_split_tensors(data_args, args.eval_split, args.max_eval_samples)
-    oracle = train_scenes = None
+    train_scenes = None
     if args.dataset_name == "shapes":  # novelty: valid samples whose scene the training set does not hold
         oracle = ShapesOracle(vq.sample_size)
         train, _, _ = load_split_tensors(data_args, args.train_split, None)
@@ -111,10 +111,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 shapes_resolution=vq.sample_size if args.dataset_name == "shapes" else None,
                 real_images=real,
                 fid_classifier=args.fid_classifier,
+                train_scenes=train_scenes,
             )
         )
-        if oracle is not None:
-            metrics["oracle_novel_fraction"] = scene_metrics(oracle.read_batch(samples), train_scenes)["novel_fraction"]
         print(json.dumps(metrics))
         results.append(metrics)
     if args.output:

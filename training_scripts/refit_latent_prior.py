@@ -25,6 +25,7 @@ import torch
 
 import hf_genzoo  # noqa: F401  (binds our classes for diffusers' loader)
 from hf_genzoo import AutoencoderPipeline, VAEModel
+from hf_genzoo.hub import load_model_component
 from hf_genzoo.metrics import encode_means
 from hf_genzoo.metrics.evaluate import decode_samples, scene_keys, scene_metrics
 from hf_genzoo.models.latent_mixture import mixture_log_prob
@@ -34,13 +35,10 @@ MAX_FIT_LATENTS = 10_000  # as train_autoencoder.py
 
 
 def load_vae(path: str) -> VAEModel:
-    """A VAEModel folder, or a saved AutoencoderPipeline holding one."""
-    try:
-        model = AutoencoderPipeline.from_pretrained(path).model
-    except (OSError, ValueError, KeyError):
-        model = VAEModel.from_pretrained(path)
-    if not isinstance(model, VAEModel) or model.config.latent_prior != "mixture":
-        raise ValueError(f"{path} holds no VAE with latent_prior='mixture' (found {type(model).__name__})")
+    """A VAEModel folder or Hub id, or a saved AutoencoderPipeline holding one; its latent prior must be a mixture."""
+    model = load_model_component(path, VAEModel)
+    if model.config.latent_prior != "mixture":
+        raise ValueError(f"{path} holds a VAE with latent_prior={model.config.latent_prior!r}; only a 'mixture' can be refitted")
     return model.eval()
 
 

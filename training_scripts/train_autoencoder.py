@@ -95,9 +95,6 @@ ARCHITECTURE_FLAGS = (
     "commitment_beta", "ema_codebook", "codebook_ema_decay", "kmeans_init", "dead_code_steps", "cosine_codes",
     "usage_window", "gumbel_temperature", "gumbel_min_temperature", "gumbel_kl_weight",
 )
-# the children of each model that map latents (or codes) to images: all that --train_modules decoder trains
-DECODER_SIDE = ("post_quant_conv", "decoder")
-
 # training latents the GLO Gaussian / the VAE's latent mixture are fitted to, at most
 MAX_FIT_LATENTS = 10_000
 
@@ -301,8 +298,8 @@ def load_or_build_model(args) -> AutoencoderModel | VAEModel | VQVAEModel:
 
 
 def freeze_all_but_decoder(model) -> list[str]:
-    """Freeze every child of `model` outside DECODER_SIDE; returns their names, for `set_train_mode`."""
-    frozen = [name for name, _ in model.named_children() if name not in DECODER_SIDE]
+    """Freeze every child of `model` outside its `decoder_modules`; returns their names, for `set_train_mode`."""
+    frozen = [name for name, _ in model.named_children() if name not in model.decoder_modules]
     for name in frozen:
         getattr(model, name).requires_grad_(False)
     return frozen

@@ -153,7 +153,7 @@ def generate(pipe: VQVAEPipeline, count: int, labels, args, seed: int, batch_siz
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
         labels_n = None if labels is None else labels[start : start + n]
-        codes = pipe.sample_codes(n, generator, args.temperature, args.top_k, labels_n, getattr(args, "epsilon_cutoff", None))
+        codes = pipe.sample_codes(n, generator, args.temperature, args.top_k, labels_n, args.epsilon_cutoff)
         out.append(pipe.vqvae.decode_indices(codes.to(pipe.vqvae.device)).float().cpu().clamp(-1, 1))
     return torch.cat(out)
 

@@ -144,7 +144,8 @@ def evaluate_vqvae(
         reconstruction = model.decode(z_q, force_not_quantize=True).sample
         sums["mse"] += mse(x, reconstruction).sum().item()
         sums["psnr"] += psnr(x, reconstruction).sum().item()
-        reconstructions.append(reconstruction.float().cpu())
+        if shapes_resolution is not None:
+            reconstructions.append(reconstruction.float().cpu())
         counts += torch.bincount(indices.flatten().cpu(), minlength=model.num_codes)
     used = int((counts > 0).sum())
     metrics = {
@@ -156,10 +157,9 @@ def evaluate_vqvae(
     }
     metrics.update({f"train_window_{key}": value for key, value in model.codebook_health().items()})
     if shapes_resolution is not None:
-        from ..data.shapes import ShapesOracle
+        from ..data.shapes import oracle_validity  # the default oracle at the images' resolution, built once
 
-        oracle = ShapesOracle(shapes_resolution)
-        metrics["oracle_validity_reconstructions"] = shapes_sample_metrics(torch.cat(reconstructions).clamp(-1, 1), oracle)["oracle_validity"]
+        metrics["oracle_validity_reconstructions"] = oracle_validity(torch.cat(reconstructions).clamp(-1, 1))
     return metrics
 
 
@@ -174,34 +174,42 @@ def distinct_scenes(readings: list[dict]) -> int:
     return len(set(scene_keys(readings)))
 
 
-def reading_metrics(readings: list[dict]) -> dict[str, float]:
+def novel_fraction(readings: list[dict], train_scenes: set) -> float:
+    """The fraction of valid scenes absent from the training set's (`set(scene_keys(oracle.read_batch(train)))`),
+    so memorising shows."""
+    scenes = scene_keys(readings)
+    return sum(scene not in train_scenes for scene in scenes) / max(len(scenes), 1)
+
+
+def reading_metrics(readings: list[dict], train_scenes: set | None = None) -> dict[str, float]:
     """From the oracle's readings of generated images: validity (fraction of valid scenes), coverage (fraction of
-    (shape, colour) pairs seen among the valid samples' objects) and the number of distinct valid scenes."""
+    (shape, colour) pairs seen among the valid samples' objects) and the number of distinct valid scenes; with
+    `train_scenes`, also `oracle_novel_fraction` (`novel_fraction`)."""
     from ..data.shapes import PALETTE, SHAPES
 
     valid = [r for r in readings if r["valid"]]
     seen = {(o["shape"], o["color"]) for r in valid for o in r["objects"]}
-    return {
+    metrics = {
         "oracle_validity": len(valid) / len(readings),
         "oracle_coverage": len(seen) / (len(SHAPES) * len(PALETTE)),
         "oracle_distinct_scenes": distinct_scenes(readings),
     }
+    if train_scenes is not None:
+        metrics["oracle_novel_fraction"] = novel_fraction(readings, train_scenes)
+    return metrics
 
 
 def scene_metrics(readings: list[dict], train_scenes: set) -> dict[str, float]:
-    """`reading_metrics`, and `novel_fraction`: the fraction of valid scenes absent from the training set's
-    (`set(scene_keys(oracle.read_batch(train_images)))`), so memorising shows."""
-    scenes = scene_keys(readings)
-    novel = sum(scene not in train_scenes for scene in scenes) / max(len(scenes), 1)
-    return {**reading_metrics(readings), "novel_fraction": novel}
+    """`reading_metrics`, and the `novel_fraction` under that name (refit_latent_prior.py's reports)."""
+    return {**reading_metrics(readings), "novel_fraction": novel_fraction(readings, train_scenes)}
 
 
-def shapes_sample_metrics(samples: torch.Tensor, oracle) -> dict[str, float]:
+def shapes_sample_metrics(samples: torch.Tensor, oracle, train_scenes: set | None = None) -> dict[str, float]:
     """`reading_metrics` of generated shapes-world images (B, 3, H, W) in [-1, 1]."""
-    return reading_metrics(oracle.read_batch(samples))
+    return reading_metrics(oracle.read_batch(samples), train_scenes)
 
 
-def shapes_conditional_metrics(samples: torch.Tensor, labels, oracle) -> dict[str, float]:
+def shapes_conditional_metrics(samples: torch.Tensor, labels, oracle, train_scenes: set | None = None) -> dict[str, float]:
     """`reading_metrics` of class-conditional shapes-world samples, plus attribute accuracy: the fraction of
     samples that are valid single-shape scenes whose (shape, colour) is the one asked for. `labels` index
     `LABEL_NAMES` (label = shape · len(COLORS) + colour, as `class_label`)."""
@@ -216,7 +224,7 @@ def shapes_conditional_metrics(samples: torch.Tensor, labels, oracle) -> dict[st
         shape, color = divmod(int(label), len(COLORS))
         objects = reading["objects"]
         hits += bool(reading["valid"] and len(objects) == 1 and (objects[0]["shape"], objects[0]["color"]) == (shape, color))
-    return {**reading_metrics(readings), "oracle_attribute_accuracy": hits / len(readings)}
+    return {**reading_metrics(readings, train_scenes), "oracle_attribute_accuracy": hits / len(readings)}
 
 
 @torch.no_grad()
@@ -227,11 +235,13 @@ def sample_quality_metrics(
     shapes_resolution: int | None = None,
     real_images: torch.Tensor | None = None,
     fid_classifier=None,
+    train_scenes: set | None = None,
 ) -> dict:
     """What generated images (N, C, H, W) in [-1, 1] are judged by, for every sampler (GAN, diffusion, priors):
 
     - the shapes world (`shapes_resolution` given): oracle validity and coverage, and attribute accuracy when the
-      samples were asked for `labels` (indices of `LABEL_NAMES`);
+      samples were asked for `labels` (indices of `LABEL_NAMES`), and with `train_scenes` the fraction of valid
+      scenes not among them (`novel_fraction`);
     - a `fid_classifier` (a `DomainClassifier` or its folder) with `real_images`: FID on its features, the
       real-vs-real floor (two halves of `real_images`), and the class histogram of the samples with the ratio of
       the most to the least frequent class (mode coverage).
@@ -241,7 +251,10 @@ def sample_quality_metrics(
         from ..data.shapes import ShapesOracle
 
         oracle = ShapesOracle(shapes_resolution)
-        metrics.update(shapes_sample_metrics(samples, oracle) if labels is None else shapes_conditional_metrics(samples, labels, oracle))
+        if labels is None:
+            metrics.update(shapes_sample_metrics(samples, oracle, train_scenes))
+        else:
+            metrics.update(shapes_conditional_metrics(samples, labels, oracle, train_scenes))
     if fid_classifier is not None:
         from .domain import DomainClassifier, class_histogram, domain_fid
 

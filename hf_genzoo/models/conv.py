@@ -127,6 +127,10 @@ class ConvAutoencoderMixin:
     """What models built on `ConvEncoder`/`ConvDecoder` share; needs `config.block_out_channels`,
     `latent_type`, `latent_channels`, `sample_size` and `in_channels`."""
 
+    # the children that map latents (or codes) to images: all that decoder-only fine-tuning trains, and all that
+    # may differ between two models sharing one encoder (and codebook)
+    decoder_modules: tuple[str, ...] = ("decoder",)
+
     @property
     def scale_factor(self) -> int:
         """Spatial downsampling of the encoder, 2 ** (len(block_out_channels) − 1)."""

@@ -61,6 +61,7 @@ class VQVAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
     """
 
     _supports_gradient_checkpointing = False
+    decoder_modules = ("post_quant_conv", "decoder")
 
     @register_to_config
     def __init__(
