@@ -58,6 +58,7 @@ done
 
 # 4. training throughput against a plain fp32 loop
 python benchmarks/bench_vae_train.py --output "$out/bench_vae_train.json"
+python benchmarks/bench_vae_train.py --batch_size 16 --steps 30 --rounds 5 --output "$out/bench_vae_train-b16.json"  # the main job's batch
 
 # 5. pixel diffusion, class-conditional, on the shapes world (oracle attribute accuracy / validity, bits/dim)
 diffusion="python training_scripts/train_diffusion.py --mixed_precision bf16"  # v-prediction, min-SNR γ = 5 (defaults)
