@@ -89,6 +89,16 @@ python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 60
     --r1_gamma 0.1 --output_dir "$out/shapes-gan-r1"
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
     --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
+# ... continued (constant learning rates: each leg is the same as one run of the full length) to 9,000, 15,000 and
+# 25,000 steps, each leg from a copy of the previous leg's last checkpoint
+prev=mnist-gan; prev_steps=3000
+for steps in 9000 15000 25000; do
+    mkdir -p "$out/mnist-gan-$((steps / 1000))k" && cp -r "$out/$prev/checkpoint-$prev_steps" "$out/mnist-gan-$((steps / 1000))k/"
+    python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
+        --max_train_steps $steps --resume_from_checkpoint latest --fid_classifier "$out/mnist-classifier" \
+        --output_dir "$out/mnist-gan-$((steps / 1000))k"
+    prev="mnist-gan-$((steps / 1000))k"; prev_steps=$steps
+done
 
 # 8. throughput and memory of diffusion
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train.json"
