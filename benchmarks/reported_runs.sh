@@ -90,10 +90,9 @@ python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 60
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
     --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
 # ... continued (constant learning rates: each leg is the same as one run of the full length) to 9,000, 15,000 and
-# 25,000 steps, each leg from a copy of the previous leg's last checkpoint (the README's last leg was stopped at
-# its step-22,000 checkpoint and evaluated from it: --max_train_steps 22000 --resume_from_checkpoint latest)
+# 22,000 steps, each leg from a copy of the previous leg's last checkpoint
 prev=mnist-gan; prev_steps=3000
-for steps in 9000 15000 25000; do
+for steps in 9000 15000 22000; do
     mkdir -p "$out/mnist-gan-$((steps / 1000))k" && cp -r "$out/$prev/checkpoint-$prev_steps" "$out/mnist-gan-$((steps / 1000))k/"
     python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
         --max_train_steps $steps --resume_from_checkpoint latest --fid_classifier "$out/mnist-classifier" \
