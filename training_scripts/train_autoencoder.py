@@ -519,6 +519,10 @@ def main(args: argparse.Namespace) -> str:
         if args.push_to_hub:
             push_output_folder(args, f"{args.model} trained for {global_step} steps")
     accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # shut the process group down here: left to interpreter exit, the DDP reducer's last reference destroys the
+        # gloo group while holding the GIL, joining a worker thread that waits for the GIL (a hang seen once in CI)
+        torch.distributed.destroy_process_group()
     return args.output_dir
 
 
