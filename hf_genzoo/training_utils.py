@@ -73,6 +73,15 @@ def setup_accelerator(args, log=logger, accumulate: bool = True) -> Accelerator:
     return accelerator
 
 
+def end_training(accelerator: Accelerator) -> None:
+    """What every script ends with: the trackers closed, and in a multi-process run the process group shut down
+    while Python still runs. Left to interpreter exit, the DDP reducer's last reference destroys the gloo group
+    while holding the GIL, joining a worker thread that waits for the GIL: a hang seen once in CI."""
+    accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def load_train_and_held_out(load: Callable[[str, int | None], tuple], args, log=logger) -> tuple[tuple, tuple]:
     """(train, held_out): what `load(split, max_samples)` returns (a tuple whose first item is the images) for
     `--train_split` and `--eval_split`. A dataset without the held-out split holds out its last images instead

@@ -34,6 +34,7 @@ from hf_genzoo.hub import load_model_component, write_model_card
 from hf_genzoo.metrics import encode_means, evaluate_autoencoder, evaluate_vqvae
 from hf_genzoo.training_utils import (
     card_dataset_fields,
+    end_training,
     TrainingDivergedError,
     diverged_error,
     micro_batches,
@@ -518,11 +519,7 @@ def main(args: argparse.Namespace) -> str:
         save_model_folder(args, final_model, metrics, validation_grid(final_model, grid_images, args.seed, num_samples=64))
         if args.push_to_hub:
             push_output_folder(args, f"{args.model} trained for {global_step} steps")
-    accelerator.end_training()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # shut the process group down here: left to interpreter exit, the DDP reducer's last reference destroys the
-        # gloo group while holding the GIL, joining a worker thread that waits for the GIL (a hang seen once in CI)
-        torch.distributed.destroy_process_group()
+    end_training(accelerator)
     return args.output_dir
 
 

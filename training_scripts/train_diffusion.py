@@ -37,6 +37,7 @@ from hf_genzoo.hub import write_model_card
 from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.training_utils import (
     card_dataset_fields,
+    end_training,
     TrainingDivergedError,
     diverged_error,
     micro_batches,
@@ -488,7 +489,7 @@ def main(args: argparse.Namespace) -> str:
         save_model_folder(args, pipe, metrics, sample_grid(pipe, num_classes, args, count=64), num_classes)
         if args.push_to_hub:
             push_output_folder(args, f"pixel diffusion trained for {global_step} steps")
-    accelerator.end_training()
+    end_training(accelerator)
     return args.output_dir
 
 

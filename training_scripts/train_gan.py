@@ -38,6 +38,7 @@ from hf_genzoo.models.gan import GAN_LOSSES, discriminator_loss, generator_loss,
 from hf_genzoo.pipelines import save_gif
 from hf_genzoo.training_utils import (
     card_dataset_fields,
+    end_training,
     TrainingDivergedError,
     diverged_error,
     micro_batches,
@@ -396,7 +397,7 @@ def main(args: argparse.Namespace) -> str:
         save_model_folder(args, pipe, metrics, num_classes)
         if args.push_to_hub:
             push_output_folder(args, f"DCGAN trained for {global_step} steps")
-    accelerator.end_training()
+    end_training(accelerator)
     return args.output_dir
 
 

@@ -34,6 +34,7 @@ from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.models.code_prior import CodeLayout, build_code_prior, code_nll, codes_to_tokens, nats_to_bits_per_dim
 from hf_genzoo.training_utils import (
     card_dataset_fields,
+    end_training,
     TrainingDivergedError,
     diverged_error,
     micro_batches,
@@ -312,7 +313,7 @@ def main(args: argparse.Namespace) -> str:
         save_model_folder(args, pipe, metrics, sample_grid(pipe, num_classes, args, count=64), num_classes)
         if args.push_to_hub:
             push_output_folder(args, f"VQ-VAE prior trained for {global_step} steps")
-    accelerator.end_training()
+    end_training(accelerator)
     return args.output_dir
 
 
