@@ -38,28 +38,82 @@ def parse_args(description: str, steps: int) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--mixed_precision", default="bf16", choices=("no", "bf16", "fp16"))
+    parser.add_argument(
+        "--allocator",
+        default="default",
+        choices=ALLOCATOR_MODES,
+        help="default: glibc's malloc defaults on both sides, one process; kept: both sides with the training "
+        "scripts' setting (hf_genzoo.training_utils.keep_freed_cpu_memory), one process; as_run: each side as it is "
+        "run in practice, the example with glibc's defaults and ours with the scripts' setting: a setting that is "
+        "process-wide and cannot be undone, so each round of each side runs in a fresh process, alternating",
+    )
+    parser.add_argument("--one_side", choices=("reference", "ours"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None, help="write the result as JSON here")
     return parser.parse_args()
+
+
+ALLOCATOR_MODES = ("default", "kept", "as_run")
+
+
+def _one_side_in_own_process(side: str) -> float:
+    """Run this benchmark's command again with `--one_side side` (warm-up and one timed round) and read its
+    images/s."""
+    import subprocess
+    import sys
+
+    argv = sys.argv[1:]
+    if "--output" in argv:
+        i = argv.index("--output")
+        del argv[i : i + 2]
+    done = subprocess.run([sys.executable, sys.argv[0], *argv, "--one_side", side], capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("IMAGES_PER_S ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the {side} round failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    return float(lines[-1].split()[1])
 
 
 def compare(reference: Callable[[int], float], ours: Callable[[int], float], args, model: str, warmup_steps: int = 2) -> dict:
     """Warm both loops up (allocator, autocast kernels), then time `args.rounds` interleaved rounds of each.
 
     `reference(steps)` and `ours(steps)` each build their model afresh (same seed), run `steps` steps and return
-    images/s. The report holds the medians and their ratio; it is printed and written to `args.output`."""
-    reference(warmup_steps)
-    ours(warmup_steps)
+    images/s. The report holds the medians and their ratio; it is printed and written to `args.output`.
+    `args.allocator` picks glibc's malloc setting of each side (see `parse_args`)."""
+    from hf_genzoo.training_utils import keep_freed_cpu_memory
+
+    def keep_freed_memory():
+        if not keep_freed_cpu_memory():
+            raise RuntimeError("the malloc setting could not be applied (not glibc on Linux, or MALLOC_* set)")
+
+    allocator = getattr(args, "allocator", "default")
+    if args.one_side is not None:  # one round of one side, in a process of its own (--allocator as_run)
+        if args.one_side == "ours":
+            keep_freed_memory()
+        loop = ours if args.one_side == "ours" else reference
+        loop(warmup_steps)
+        torch.manual_seed(0)
+        print(f"IMAGES_PER_S {loop(args.steps)}")
+        return {}
+    if allocator == "kept":
+        keep_freed_memory()
     reference_speeds, our_speeds = [], []
-    for _ in range(args.rounds):
-        torch.manual_seed(0)
-        reference_speeds.append(reference(args.steps))
-        torch.manual_seed(0)
-        our_speeds.append(ours(args.steps))
+    if allocator == "as_run":
+        for _ in range(args.rounds):
+            reference_speeds.append(_one_side_in_own_process("reference"))
+            our_speeds.append(_one_side_in_own_process("ours"))
+    else:
+        reference(warmup_steps)
+        ours(warmup_steps)
+        for _ in range(args.rounds):
+            torch.manual_seed(0)
+            reference_speeds.append(reference(args.steps))
+            torch.manual_seed(0)
+            our_speeds.append(ours(args.steps))
     result = {
         "model": model,
         "batch_size": args.batch_size,
         "resolution": args.resolution,
         "threads": torch.get_num_threads(),
+        "allocator": allocator,
         "reference_fp32_images_per_s": round(float(np.median(reference_speeds)), 1),
         f"ours_{args.mixed_precision}_images_per_s": round(float(np.median(our_speeds)), 1),
         "speedup": round(float(np.median(our_speeds) / np.median(reference_speeds)), 2),

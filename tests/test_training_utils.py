@@ -1,6 +1,10 @@
 """Helpers every training script shares."""
 
 import itertools
+import os
+import platform
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -49,3 +53,36 @@ def test_micro_batches_walk_each_epochs_permutation_and_resume_mid_run(rank):
     args.gradient_accumulation_steps = 2  # step 2 starts at micro-batch 4
     resumed = list(itertools.islice(micro_batches(args, accelerator, 20, 3, 2), 3))
     assert [i for i, _ in resumed] == [4, 5, 6] and all(torch.equal(a, b) for (_, a), (_, b) in zip(resumed, walk[4:]))
+
+
+FAULTS_PROBE = """
+import resource, sys, torch
+from hf_genzoo.training_utils import keep_freed_cpu_memory
+kept = keep_freed_cpu_memory() if sys.argv[1] == "keep" else None
+torch.ones(16 << 20)  # a 64 MiB buffer, allocated and freed once before counting
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    torch.ones(16 << 20)
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults_probe(mode: str, **env) -> tuple[str, int]:
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run(
+        [sys.executable, "-c", FAULTS_PROBE, mode], env={**clean_env, **env}, capture_output=True, text=True, check=True
+    )
+    kept, faults = done.stdout.split()
+    return kept, int(faults)
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_keep_freed_cpu_memory_stops_refaulting_a_freed_buffer():
+    # glibc hands a 64 MiB buffer back to the kernel on free, so each new one faults in 16,384 fresh pages
+    _, faults_default = _faults_probe("default")
+    assert faults_default > 10 * 16_000
+    kept, faults_kept = _faults_probe("keep")
+    assert kept == "True" and faults_kept < 2 * 16_500  # at most the first two of the ten buffers fault in
+    # the user's own MALLOC_* setting wins: nothing is changed
+    kept, faults_user = _faults_probe("keep", MALLOC_ARENA_MAX="2")
+    assert kept == "False" and faults_user > 10 * 16_000
