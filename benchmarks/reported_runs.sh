@@ -10,7 +10,7 @@ train="python training_scripts/train_autoencoder.py --mixed_precision bf16"
 # 1. the main job: VAE on the shapes world (peak memory from /usr/bin/time -v); samples from the latent mixture,
 # directly and after the 20-step decode/re-encode chain
 /usr/bin/time -v $train --model vae --train_batch_size 16 --latent_prior_components 300 --output_dir "$out/shapes-vae" \
-    2> "$out.shapes-vae.time" || true
+    2> "$out/shapes-vae.time" || true
 # its mixture refitted with M = 100 and 300 (the held-out latent density that chose 300)
 python training_scripts/refit_latent_prior.py "$out/shapes-vae" --components 100 300 --markov_chain_steps 20 \
     --output "$out/shapes-vae-refit.json"
@@ -59,6 +59,16 @@ done
 # 4. training throughput against a plain fp32 loop
 python benchmarks/bench_vae_train.py --output "$out/bench_vae_train.json"
 python benchmarks/bench_vae_train.py --batch_size 16 --steps 30 --rounds 5 --output "$out/bench_vae_train-b16.json"  # the main job's batch
+# ... each loop as it is run (ours keeping freed memory, each round in a fresh process; README "Freed memory")
+python benchmarks/bench_vae_train.py --rounds 5 --allocator as_run --output "$out/bench_vae_train-as_run.json"
+python benchmarks/bench_vae_train.py --batch_size 16 --steps 30 --rounds 5 --allocator as_run --output "$out/bench_vae_train-b16-as_run.json"
+# the malloc setting itself: the diffusion step, and one epoch of the main job with glibc's defaults (any MALLOC_*
+# variable opts out) and with the setting
+python benchmarks/bench_freed_memory.py --pairs 3 --output "$out/bench_freed_memory.json"
+MALLOC_ARENA_MAX=8 /usr/bin/time -v $train --model vae --train_batch_size 16 --latent_prior_components 300 --num_epochs 1 \
+    --output_dir "$out/shapes-vae-1ep-glibc" 2> "$out/shapes-vae-1ep-glibc.time"
+/usr/bin/time -v $train --model vae --train_batch_size 16 --latent_prior_components 300 --num_epochs 1 \
+    --output_dir "$out/shapes-vae-1ep" 2> "$out/shapes-vae-1ep.time"
 
 # 5. pixel diffusion, class-conditional, on the shapes world (oracle attribute accuracy / validity, bits/dim)
 diffusion="python training_scripts/train_diffusion.py --mixed_precision bf16"  # v-prediction, min-SNR γ = 5 (defaults)
@@ -102,6 +112,8 @@ done
 
 # 8. throughput and memory of diffusion
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train.json"
+python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --allocator kept --output "$out/bench_diffusion_train-kept.json"
+python benchmarks/bench_diffusion_train.py --steps 20 --rounds 7 --allocator as_run --output "$out/bench_diffusion_train-as_run.json"
 python benchmarks/sample_memory.py "$out/shapes-ddpm" --batch_size 64 --output "$out/sample_memory.json"
 
 # 9. VQ-VAE with and without dead-code restart, on the shapes world and on MNIST; then the GPT-2 priors
