@@ -62,11 +62,11 @@ python benchmarks/bench_vae_train.py --batch_size 16 --steps 30 --rounds 5 --out
 # ... each loop as it is run (ours keeping freed memory, each round in a fresh process; README "Freed memory")
 python benchmarks/bench_vae_train.py --rounds 5 --allocator as_run --output "$out/bench_vae_train-as_run.json"
 python benchmarks/bench_vae_train.py --batch_size 16 --steps 30 --rounds 5 --allocator as_run --output "$out/bench_vae_train-b16-as_run.json"
-# the malloc setting itself: the diffusion step, and one epoch of the main job with glibc's defaults (any MALLOC_*
-# variable opts out) and with the setting
+# the malloc setting itself: the diffusion step, and one epoch of the main job with glibc's defaults and with the
+# setting (the README's glibc-defaults run opted out with MALLOC_ARENA_MAX=8 instead of the flag: the same thing)
 python benchmarks/bench_freed_memory.py --pairs 3 --output "$out/bench_freed_memory.json"
-MALLOC_ARENA_MAX=8 /usr/bin/time -v $train --model vae --train_batch_size 16 --latent_prior_components 300 --num_epochs 1 \
-    --output_dir "$out/shapes-vae-1ep-glibc" 2> "$out/shapes-vae-1ep-glibc.time"
+/usr/bin/time -v $train --model vae --train_batch_size 16 --latent_prior_components 300 --num_epochs 1 \
+    --no_keep_freed_memory --output_dir "$out/shapes-vae-1ep-glibc" 2> "$out/shapes-vae-1ep-glibc.time"
 /usr/bin/time -v $train --model vae --train_batch_size 16 --latent_prior_components 300 --num_epochs 1 \
     --output_dir "$out/shapes-vae-1ep" 2> "$out/shapes-vae-1ep.time"
 
@@ -108,6 +108,19 @@ for steps in 9000 15000 22000; do
         --max_train_steps $steps --resume_from_checkpoint latest --fid_classifier "$out/mnist-classifier" \
         --output_dir "$out/mnist-gan-$((steps / 1000))k"
     prev="mnist-gan-$((steps / 1000))k"; prev_steps=$steps
+done
+# ... and to 36,000 steps, judged on 10,000 samples; the earlier legs judged again on 10,000 samples from their
+# last checkpoints (resuming at the end of a run only evaluates)
+mkdir -p "$out/mnist-gan-36k" && cp -r "$out/mnist-gan-22k/checkpoint-22000" "$out/mnist-gan-36k/"
+python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
+    --max_train_steps 36000 --resume_from_checkpoint latest --fid_classifier "$out/mnist-classifier" \
+    --num_generated 10000 --output_dir "$out/mnist-gan-36k"
+for leg in mnist-gan:3000:3k mnist-gan-9k:9000:9k mnist-gan-15k:15000:15k mnist-gan-22k:22000:22k; do
+    IFS=: read -r run steps name <<< "$leg"
+    mkdir -p "$out/mnist-gan-$name-n10k" && cp -r "$out/$run/checkpoint-$steps" "$out/mnist-gan-$name-n10k/"
+    python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 \
+        --num_channels 1 --max_train_steps "$steps" --resume_from_checkpoint latest \
+        --fid_classifier "$out/mnist-classifier" --num_generated 10000 --output_dir "$out/mnist-gan-$name-n10k"
 done
 
 # 8. throughput and memory of diffusion

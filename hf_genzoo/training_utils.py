@@ -53,6 +53,10 @@ def warn_if_single_thread(accelerator: Accelerator, log=logger) -> None:
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+# glibc before about 2.35 refuses an mmap threshold above 32 MiB (HEAP_MAX_SIZE / 2): fall back to that
+_MMAP_THRESHOLD_FALLBACK = 32 << 20
+# allocators that replace glibc's malloc when preloaded, making mallopt meaningless
+_PRELOADED_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 
 
 def keep_freed_cpu_memory(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 << 30, log=logger) -> bool:
@@ -62,30 +66,61 @@ def keep_freed_cpu_memory(mmap_threshold: int = 256 << 20, trim_threshold: int =
     defaults (a sliding mmap threshold, heap trimming) part of them goes back to the kernel each time and comes
     back as fresh zeroed pages: about 20,000–28,000 page faults and 0.1 s of kernel time per step of the diffusion
     UNet at batch 64 on a 2-core CPU, and most of the evaluation time of the VAE main job. Raising both thresholds
-    removes the faults (hundreds per step, not tens of thousands) and makes that step 10–30 % faster; the price is
-    that freed blocks stay with the process (the main job's peak RSS rose from 1.27 to 1.59 GB). Process-wide, so
-    only the training scripts (which own their process) call it, and only for CPU training. Does nothing, and
-    returns False, off glibc or when the user set any MALLOC_* variable (their choice wins)."""
+    removes the faults (hundreds per step, not tens of thousands) and made that step 18–29 % faster; the price is
+    that freed blocks stay with the process (the main job's peak RSS rose from 1.27 to 1.59 GB).
+
+    Process-wide and not undoable: the training scripts call it (through `setup_accelerator`, unless run with
+    `--no_keep_freed_memory`) for CPU training, and when their `main` is called inside another process (a test, a
+    notebook) it changes that process's malloc too. Does nothing, and returns False, off glibc, when another
+    allocator is preloaded, or when the user tuned glibc's malloc (a MALLOC_* variable or glibc.malloc tunables):
+    their choice wins."""
     import ctypes
     import platform
 
-    if platform.system() != "Linux" or any(name.startswith("MALLOC_") for name in os.environ):
+    tuned = any(name.startswith("MALLOC_") for name in os.environ) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "")
+    preloaded = any(name in os.environ.get("LD_PRELOAD", "") for name in _PRELOADED_ALLOCATORS)
+    if platform.system() != "Linux" or tuned or preloaded:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.gnu_get_libc_version  # glibc only: musl has no mallopt thresholds
     except (OSError, AttributeError):
         return False
-    done = bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
-    if done:
-        log.info(f"glibc malloc keeps freed memory (mmap threshold {mmap_threshold >> 20} MiB, trim threshold {trim_threshold >> 20} MiB)")
-    return done
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt.restype = ctypes.c_int
+    int_max = 2**31 - 1
+    mmap_threshold, trim_threshold = min(mmap_threshold, int_max), min(trim_threshold, int_max)
+    if not libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold):
+        mmap_threshold = min(mmap_threshold, _MMAP_THRESHOLD_FALLBACK)
+        if not libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold):
+            log.warning("glibc refused the malloc setting (mmap threshold); freed memory goes back to the kernel")
+            return False
+    if not libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold):
+        log.warning("glibc refused the malloc setting (trim threshold); freed memory goes back to the kernel")
+        return False
+    log.info(
+        f"glibc malloc keeps freed memory (mmap threshold {mmap_threshold >> 20} MiB, trim threshold "
+        f"{trim_threshold >> 20} MiB; --no_keep_freed_memory turns this off)"
+    )
+    return True
+
+
+def add_keep_freed_memory_argument(parser) -> None:
+    """The scripts' opt-out of `keep_freed_cpu_memory`."""
+    parser.add_argument(
+        "--no_keep_freed_memory",
+        dest="keep_freed_memory",
+        action="store_false",
+        help="on the CPU, leave glibc's malloc at its defaults instead of keeping freed memory for reuse (see "
+        "hf_genzoo.training_utils.keep_freed_cpu_memory)",
+    )
 
 
 def setup_accelerator(args, log=logger, accumulate: bool = True) -> Accelerator:
     """The Accelerator every script starts with (mixed precision, trackers under `output_dir/logging_dir`, and
     Accelerate's gradient accumulation unless the script accumulates by hand: `accumulate=False`), the logging
-    format, the seed, the thread-count warning, on the CPU `keep_freed_cpu_memory`, and the output folder."""
+    format, the seed, the thread-count warning, on the CPU `keep_freed_cpu_memory` (when `args.keep_freed_memory`),
+    and the output folder."""
     from accelerate.utils import ProjectConfiguration, set_seed
 
     accelerator = Accelerator(
@@ -99,7 +134,7 @@ def setup_accelerator(args, log=logger, accumulate: bool = True) -> Accelerator:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(args.seed)
     warn_if_single_thread(accelerator, log)
-    if accelerator.device.type == "cpu":
+    if accelerator.device.type == "cpu" and getattr(args, "keep_freed_memory", False):
         keep_freed_cpu_memory(log=log)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)

@@ -33,6 +33,7 @@ from hf_genzoo.data import load_image_dataset
 from hf_genzoo.hub import load_model_component, write_model_card
 from hf_genzoo.metrics import encode_means, evaluate_autoencoder, evaluate_vqvae
 from hf_genzoo.training_utils import (
+    add_keep_freed_memory_argument,
     card_dataset_fields,
     end_training,
     TrainingDivergedError,
@@ -183,6 +184,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
     parser.add_argument("--validation_steps", type=int, default=500, help="save a reconstruction/sample grid every N steps")
     parser.add_argument("--report_to", default="none", help="accelerate trackers: tensorboard, wandb, all, none")
+    add_keep_freed_memory_argument(parser)
     parser.add_argument("--logging_dir", default="logs")
     parser.add_argument("--num_generated", type=int, default=1000, help="samples judged by the shapes oracle")
     parser.add_argument("--iwae_samples", type=int, default=64, help="k of the importance-weighted bound (0: skip)")

@@ -36,6 +36,7 @@ from hf_genzoo import GenZooDDIMScheduler, GenZooDDPMScheduler, PixelDiffusionPi
 from hf_genzoo.hub import write_model_card
 from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.training_utils import (
+    add_keep_freed_memory_argument,
     card_dataset_fields,
     end_training,
     TrainingDivergedError,
@@ -128,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
     parser.add_argument("--validation_steps", type=int, default=1000, help="save a sample grid every N steps")
     parser.add_argument("--report_to", default="none", help="accelerate trackers: tensorboard, wandb, all, none")
+    add_keep_freed_memory_argument(parser)
     parser.add_argument("--logging_dir", default="logs")
     parser.add_argument("--num_inference_steps", type=int, default=50, help="DDIM steps of the grids and the sample metrics")
     parser.add_argument("--guidance_scale", type=float, default=1.0, help="classifier-free guidance of the grids and the sample metrics")

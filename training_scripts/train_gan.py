@@ -37,6 +37,7 @@ from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.models.gan import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
 from hf_genzoo.pipelines import save_gif
 from hf_genzoo.training_utils import (
+    add_keep_freed_memory_argument,
     card_dataset_fields,
     end_training,
     TrainingDivergedError,
@@ -105,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
     parser.add_argument("--validation_steps", type=int, default=500, help="save the fixed-noise grid every N steps")
     parser.add_argument("--report_to", default="none", help="accelerate trackers: tensorboard, wandb, all, none")
+    add_keep_freed_memory_argument(parser)
     parser.add_argument("--logging_dir", default="logs")
     parser.add_argument("--save_discriminator", action="store_true", help="publish the discriminator in the pipeline too")
     parser.add_argument("--num_generated", type=int, default=1000, help="samples judged by the shapes oracle / the FID")

@@ -33,6 +33,7 @@ from hf_genzoo.hub import load_model_component, write_model_card
 from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.models.code_prior import CodeLayout, build_code_prior, code_nll, codes_to_tokens, nats_to_bits_per_dim
 from hf_genzoo.training_utils import (
+    add_keep_freed_memory_argument,
     card_dataset_fields,
     end_training,
     TrainingDivergedError,
@@ -97,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
     parser.add_argument("--validation_steps", type=int, default=1000, help="save a sample grid every N steps")
     parser.add_argument("--report_to", default="none", help="accelerate trackers: tensorboard, wandb, all, none")
+    add_keep_freed_memory_argument(parser)
     parser.add_argument("--logging_dir", default="logs")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the grids and the sample metrics")
     parser.add_argument("--top_k", type=int, default=None, help="top-k sampling of the grids and the sample metrics")
