@@ -64,7 +64,7 @@ def keep_freed_cpu_memory(mmap_threshold: int = 256 << 20, trim_threshold: int =
 
     A training step frees and re-allocates the same multi-megabyte activation buffers every step. With glibc's
     defaults (a sliding mmap threshold, heap trimming) part of them goes back to the kernel each time and comes
-    back as fresh zeroed pages: about 20,000–28,000 page faults and 0.1 s of kernel time per step of the diffusion
+    back as fresh zeroed pages: about 16,000–27,000 page faults and 0.1 s of kernel time per step of the diffusion
     UNet at batch 64 on a 2-core CPU, and most of the evaluation time of the VAE main job. Raising both thresholds
     removes the faults (hundreds per step, not tens of thousands) and made that step 18–29 % faster; the price is
     that freed blocks stay with the process (the main job's peak RSS rose from 1.27 to 1.59 GB).
