@@ -27,7 +27,7 @@ def one_process(keep: bool, steps: int, batch_size: int) -> dict:
     from hf_genzoo.training_utils import keep_freed_cpu_memory
 
     if keep and not keep_freed_cpu_memory():
-        raise RuntimeError("the malloc setting could not be applied (not glibc on Linux, or MALLOC_* set)")
+        raise RuntimeError("the malloc setting could not be applied (not glibc, another allocator preloaded, or malloc tuned by the user)")
     script = load_training_script("train_diffusion")
     args = script.parse_args(["--prediction_type", "epsilon", "--snr_gamma", "0"])
     accelerator = fresh_accelerator("bf16")

@@ -82,7 +82,7 @@ def compare(reference: Callable[[int], float], ours: Callable[[int], float], arg
 
     def keep_freed_memory():
         if not keep_freed_cpu_memory():
-            raise RuntimeError("the malloc setting could not be applied (not glibc on Linux, or MALLOC_* set)")
+            raise RuntimeError("the malloc setting could not be applied (not glibc, another allocator preloaded, or malloc tuned by the user)")
 
     allocator = getattr(args, "allocator", "default")
     if args.one_side is not None:  # one round of one side, in a process of its own (--allocator as_run)
