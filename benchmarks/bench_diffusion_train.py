@@ -17,6 +17,7 @@ Same UNet config (the script's defaults), same batch size, same process, EMA in 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -78,22 +79,32 @@ def reference_rounds(unet, dataset, batch_size: int, steps: int, lr: float, reso
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: int, mixed_precision: str) -> float:
+def our_step(script, args_ns, mixed_precision: str) -> Callable[[torch.Tensor, int], None]:
+    """A fresh UNet set up as train_diffusion.py sets it up (attention kernel, fused AdamW, foreach EMA under
+    `Accelerator(mixed_precision=...)`); returns `step(x_0, i)`, one training step plus the EMA update."""
     accelerator = fresh_accelerator(mixed_precision)
     unet = script.prepare_for_training(script.build_unet(args_ns, None), args_ns, accelerator.device)
-    memory_format = torch.channels_last if args_ns.channels_last else torch.contiguous_format
     noise_scheduler = script.build_noise_scheduler(args_ns)
     optimizer = script.build_optimizer(unet, args_ns)
     lr_scheduler = get_scheduler("constant", optimizer=optimizer)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, power=0.75, foreach=True)
     unet.train()
+
+    def step(x_0: torch.Tensor, i: int) -> None:
+        script.training_step(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, x_0, torch.Generator().manual_seed(i), args_ns)
+        ema.step(unet.parameters())
+
+    return step
+
+
+def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: int, mixed_precision: str) -> float:
+    step = our_step(script, args_ns, mixed_precision)
+    memory_format = torch.channels_last if args_ns.channels_last else torch.contiguous_format
     order = torch.randperm(len(images))
     start = time.perf_counter()
-    for step in range(steps):
-        x_0 = images[order[step * batch_size : (step + 1) * batch_size]].contiguous(memory_format=memory_format)
-        script.training_step(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, x_0, torch.Generator().manual_seed(step), args_ns)
-        ema.step(unet.parameters())
+    for i in range(steps):
+        step(images[order[i * batch_size : (i + 1) * batch_size]].contiguous(memory_format=memory_format), i)
     return steps * batch_size / (time.perf_counter() - start)
 
 

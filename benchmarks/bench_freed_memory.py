@@ -20,38 +20,23 @@ import torch
 
 
 def one_process(keep: bool, steps: int, batch_size: int) -> dict:
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
-    from throughput import fresh_accelerator, load_training_script
+    from bench_diffusion_train import our_step
+    from throughput import keep_freed_memory, load_training_script
 
-    from hf_genzoo.training_utils import keep_freed_cpu_memory
-
-    if keep and not keep_freed_cpu_memory():
-        raise RuntimeError("the malloc setting could not be applied (not glibc, another allocator preloaded, or malloc tuned by the user)")
+    if keep:
+        keep_freed_memory()
     script = load_training_script("train_diffusion")
     args = script.parse_args(["--prediction_type", "epsilon", "--snr_gamma", "0"])
-    accelerator = fresh_accelerator("bf16")
     torch.manual_seed(0)
-    unet = script.prepare_for_training(script.build_unet(args, None), args, accelerator.device)
-    noise_scheduler = script.build_noise_scheduler(args)
-    optimizer = script.build_optimizer(unet, args)
-    lr_scheduler = get_scheduler("constant", optimizer=optimizer)
-    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, power=0.75, foreach=True)
-    unet.train()
+    step = our_step(script, args, "bf16")
     x_0 = torch.rand(batch_size, 3, 32, 32) * 2 - 1
-
-    def step(i: int) -> None:
-        script.training_step(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, x_0, torch.Generator().manual_seed(i), args)
-        ema.step(unet.parameters())
-
     for i in range(3):  # warm-up
-        step(i)
+        step(x_0, i)
     before = resource.getrusage(resource.RUSAGE_SELF)
     times = []
     for i in range(steps):
         start = time.perf_counter()
-        step(i)
+        step(x_0, i)
         times.append(time.perf_counter() - start)
     after = resource.getrusage(resource.RUSAGE_SELF)
     return {

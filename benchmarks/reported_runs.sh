@@ -111,14 +111,13 @@ for steps in 9000 15000 22000; do
 done
 # ... and to 36,000 and 46,000 steps, judged on 10,000 samples; the earlier legs judged again on 10,000 samples from their
 # last checkpoints (resuming at the end of a run only evaluates)
-mkdir -p "$out/mnist-gan-36k" && cp -r "$out/mnist-gan-22k/checkpoint-22000" "$out/mnist-gan-36k/"
-python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
-    --max_train_steps 36000 --resume_from_checkpoint latest --fid_classifier "$out/mnist-classifier" \
-    --num_generated 10000 --output_dir "$out/mnist-gan-36k"
-mkdir -p "$out/mnist-gan-46k" && cp -r "$out/mnist-gan-36k/checkpoint-36000" "$out/mnist-gan-46k/"
-python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
-    --max_train_steps 46000 --resume_from_checkpoint latest --fid_classifier "$out/mnist-classifier" \
-    --num_generated 10000 --output_dir "$out/mnist-gan-46k"
+for steps in 36000 46000; do
+    mkdir -p "$out/mnist-gan-$((steps / 1000))k" && cp -r "$out/$prev/checkpoint-$prev_steps" "$out/mnist-gan-$((steps / 1000))k/"
+    python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
+        --max_train_steps $steps --resume_from_checkpoint latest --fid_classifier "$out/mnist-classifier" \
+        --num_generated 10000 --output_dir "$out/mnist-gan-$((steps / 1000))k"
+    prev="mnist-gan-$((steps / 1000))k"; prev_steps=$steps
+done
 for leg in mnist-gan:3000:3k mnist-gan-9k:9000:9k mnist-gan-15k:15000:15k mnist-gan-22k:22000:22k; do
     IFS=: read -r run steps name <<< "$leg"
     mkdir -p "$out/mnist-gan-$name-n10k" && cp -r "$out/$run/checkpoint-$steps" "$out/mnist-gan-$name-n10k/"

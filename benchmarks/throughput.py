@@ -55,6 +55,15 @@ def parse_args(description: str, steps: int) -> argparse.Namespace:
 ALLOCATOR_MODES = ("default", "kept", "as_run")
 
 
+def keep_freed_memory() -> None:
+    """The training scripts' malloc setting (`hf_genzoo.training_utils.keep_freed_cpu_memory`), or an error: a
+    benchmark that asked for it must not time the defaults instead."""
+    from hf_genzoo.training_utils import keep_freed_cpu_memory
+
+    if not keep_freed_cpu_memory():
+        raise RuntimeError("the malloc setting could not be applied (not glibc, another allocator preloaded, or malloc tuned by the user)")
+
+
 def _one_side_in_own_process(side: str) -> float:
     """Run this benchmark's command again with `--one_side side` (warm-up and one timed round) and read its
     images/s."""
@@ -78,12 +87,6 @@ def compare(reference: Callable[[int], float], ours: Callable[[int], float], arg
     `reference(steps)` and `ours(steps)` each build their model afresh (same seed), run `steps` steps and return
     images/s. The report holds the medians and their ratio; it is printed and written to `args.output`.
     `args.allocator` picks glibc's malloc setting of each side (see `parse_args`)."""
-    from hf_genzoo.training_utils import keep_freed_cpu_memory
-
-    def keep_freed_memory():
-        if not keep_freed_cpu_memory():
-            raise RuntimeError("the malloc setting could not be applied (not glibc, another allocator preloaded, or malloc tuned by the user)")
-
     allocator = getattr(args, "allocator", "default")
     if args.one_side is not None:  # one round of one side, in a process of its own (--allocator as_run)
         if args.one_side == "ours":
