@@ -189,6 +189,36 @@ def test_training_writes_a_loadable_pipeline(fresh_accelerator_state, tmp_path):
     assert pipe(batch_size=2, class_labels=[1, 2], output_type="np").images.shape == (2, 16, 16, 3)
 
 
+def test_lazy_r1_is_the_penalty_every_nth_step_weighted_by_n(fresh_accelerator_state, tmp_path):
+    """With --r1_interval 4, the D update of step 4 is that of γ × 4 on every step, and step 5 has no penalty."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    x_real = torch.rand(8, 3, 16, 16) * 2 - 1
+
+    def d_update(step, r1_gamma, r1_interval):
+        args = train.parse_args(tiny_args(tmp_path, "--r1_gamma", str(r1_gamma), "--r1_interval", str(r1_interval), "--no-channels_last"))
+        torch.manual_seed(0)  # the same initial weights in every call
+        generator, discriminator = train.build_models(args, None)
+        before = [p.detach().clone() for p in discriminator.parameters()]
+        opt_g = torch.optim.SGD(generator.parameters(), lr=1.0)
+        opt_d = torch.optim.SGD(discriminator.parameters(), lr=1.0)
+        batches = [(x_real, None, torch.Generator().manual_seed(0))]
+        logs = train.training_step(accelerator, generator, discriminator, opt_g, opt_d, batches, args, None, step)
+        return [b - p.detach() for b, p in zip(before, discriminator.parameters())], logs
+
+    lazy, lazy_logs = d_update(step=4, r1_gamma=0.1, r1_interval=4)
+    every, _ = d_update(step=4, r1_gamma=0.4, r1_interval=1)
+    skipped, skipped_logs = d_update(step=5, r1_gamma=0.1, r1_interval=4)
+    none, _ = d_update(step=5, r1_gamma=0.0, r1_interval=1)
+    assert "r1" in lazy_logs and "r1" not in skipped_logs
+    for a, b in zip(lazy, every):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(skipped, none):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(lazy, none))  # the penalty did change the update
+
+
 def test_save_discriminator_publishes_it(fresh_accelerator_state, tmp_path):
     out = tmp_path / "gan"
     run(*tiny_args(out, "--max_train_steps", "1", "--save_discriminator", "--spectral_norm", "--loss", "hinge"))

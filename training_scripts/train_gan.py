@@ -86,6 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # losses and optimisation
     parser.add_argument("--loss", default="non_saturating", choices=GAN_LOSSES, help="the generator's loss (hinge: both networks')")
     parser.add_argument("--r1_gamma", type=float, default=0.0, help="γ of the R1 penalty (γ/2) E‖∇D(x_real)‖² (0: off)")
+    parser.add_argument(
+        "--r1_interval", type=int, default=1,
+        help="lazy R1 (Karras et al. 2020, StyleGAN2 App. B): the penalty on every N-th step only, weighted N×, so its double backward costs 1/N (e.g. 16)",
+    )
     parser.add_argument("--train_batch_size", type=int, default=64, help="per process")
     parser.add_argument("--num_epochs", type=int, default=20)
     parser.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_epochs")
@@ -118,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/shapes-gan)")
-    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "num_epochs", "latent_dim"):
+    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "num_epochs", "latent_dim", "r1_interval"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")
     if args.r1_gamma < 0:
@@ -162,14 +166,17 @@ def _fakes(generator, batch: int, latent_dim: int, num_classes: int | None, draw
     return z, labels
 
 
-def training_step(accelerator, generator, discriminator, opt_g, opt_d, micro_batches, args, num_classes):
+def training_step(accelerator, generator, discriminator, opt_g, opt_d, micro_batches, args, num_classes, step: int = 0):
     """One optimiser step of D, then one of G, each over the `micro_batches` [(x_real, labels, draws), ...] (the
-    gradient-accumulation group). Returns {"loss_d", "loss_g", ...} or, before the failing update is applied,
-    ("discriminator" | "generator") naming the network whose loss stopped being finite."""
+    gradient-accumulation group); `step` counts the steps before this one (for lazy R1). Returns {"loss_d",
+    "loss_g", ...} or, before the failing update is applied, ("discriminator" | "generator") naming the network
+    whose loss stopped being finite."""
     k = len(micro_batches)
     latent_dim = accelerator.unwrap_model(generator).config.latent_dim
     logs = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
-    if args.r1_gamma:
+    # R1 on every r1_interval-th step, weighted by the interval so that its mean over steps is (γ/2) E‖∇l‖²
+    with_r1 = bool(args.r1_gamma) and step % args.r1_interval == 0
+    if with_r1:
         logs["r1"] = 0.0
 
     # 1. discriminator: descend L_D on real images and detached fakes
@@ -180,15 +187,15 @@ def training_step(accelerator, generator, discriminator, opt_g, opt_d, micro_bat
             x_fake = generator(z, fake_labels)
         if args.channels_last:
             x_fake = x_fake.contiguous(memory_format=torch.channels_last)
-        if args.r1_gamma:
+        if with_r1:
             x_real = x_real.detach().requires_grad_(True)
         with accelerator.autocast():
             real_logits = discriminator(x_real, labels).float()
             fake_logits = discriminator(x_fake.to(x_real.dtype), fake_labels).float()
             loss_d = discriminator_loss(real_logits, fake_logits, "hinge" if args.loss == "hinge" else "minimax")
-            if args.r1_gamma:
+            if with_r1:
                 penalty = r1_penalty(real_logits, x_real)
-                loss_d = loss_d + args.r1_gamma / 2 * penalty
+                loss_d = loss_d + args.r1_gamma / 2 * args.r1_interval * penalty
                 logs["r1"] += penalty.item() / k
         if not torch.isfinite(loss_d):
             return "discriminator"
@@ -344,7 +351,7 @@ def main(args: argparse.Namespace) -> str:
                 x = x.contiguous(memory_format=torch.channels_last)
             labels = None if train_labels is None else train_labels[indices].to(accelerator.device)
             step_batches.append((x, labels, micro_batch_generator(args.seed, micro_index, accelerator.process_index)))
-        logs = training_step(accelerator, generator, discriminator, opt_g, opt_d, step_batches, args, num_classes)
+        logs = training_step(accelerator, generator, discriminator, opt_g, opt_d, step_batches, args, num_classes, global_step)
         if isinstance(logs, str):
             progress.close()
             raise diverged_error(global_step + 1, last_good_checkpoint, f"the {logs} loss", f"--{logs}_learning_rate")
