@@ -97,6 +97,11 @@ $diffusion --dataset_name "$data/mnist" --resolution 28 --num_channels 1 --max_t
 mkdir -p "$out/shapes-gan-r1" && cp -r "$out/shapes-gan/checkpoint-3000" "$out/shapes-gan-r1/"
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 6000 --resume_from_checkpoint latest \
     --r1_gamma 0.1 --output_dir "$out/shapes-gan-r1"
+# ... and from its step-6000 checkpoint to 30,000 steps with lazy R1 (the penalty every 16th step, weighted 16×);
+# the README's learning curve re-judges checkpoint-N of this run by resuming a copy with --max_train_steps N
+mkdir -p "$out/shapes-gan-lazy" && cp -r "$out/shapes-gan-r1/checkpoint-6000" "$out/shapes-gan-lazy/"
+python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 30000 --resume_from_checkpoint latest \
+    --r1_gamma 0.1 --r1_interval 16 --checkpoints_total_limit 30 --output_dir "$out/shapes-gan-lazy"
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
     --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
 # ... continued (constant learning rates: each leg is the same as one run of the full length) to 9,000, 15,000 and
