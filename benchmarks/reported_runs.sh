@@ -102,6 +102,11 @@ python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 60
 mkdir -p "$out/shapes-gan-lazy" && cp -r "$out/shapes-gan-r1/checkpoint-6000" "$out/shapes-gan-lazy/"
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 30000 --resume_from_checkpoint latest \
     --r1_gamma 0.1 --r1_interval 16 --checkpoints_total_limit 30 --output_dir "$out/shapes-gan-lazy"
+# ... and 3,000 more steps at a quarter of the learning rates (the flags' rates replace the checkpoint's)
+mkdir -p "$out/shapes-gan-lowlr" && cp -r "$out/shapes-gan-lazy/checkpoint-30000" "$out/shapes-gan-lowlr/"
+python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 33000 --resume_from_checkpoint latest \
+    --r1_gamma 0.1 --r1_interval 16 --generator_learning_rate 5e-5 --discriminator_learning_rate 5e-5 \
+    --num_generated 10000 --output_dir "$out/shapes-gan-lowlr"
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
     --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
 # ... continued (constant learning rates: each leg is the same as one run of the full length) to 9,000, 15,000 and
