@@ -91,17 +91,28 @@ $diffusion --dataset_name "$data/mnist" --resolution 28 --num_channels 1 --max_t
     --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-ddpm"
 
 # 7. DCGAN, unconditional, on the shapes world (oracle validity / coverage) and on MNIST (FID, class histogram)
+# judge_on_10k RUN STEPS NAME [FLAGS...]: checkpoint-STEPS of RUN judged again on 10,000 samples, by resuming a copy
+# of it in NAME with --max_train_steps STEPS (resuming at the end of a run only evaluates)
+judge_on_10k() {
+    local run=$1 steps=$2 name=$3; shift 3
+    mkdir -p "$out/$name" && cp -r "$out/$run/checkpoint-$steps" "$out/$name/"
+    python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps "$steps" --resume_from_checkpoint latest \
+        --num_generated 10000 --output_dir "$out/$name" "$@"
+}
 /usr/bin/time -v python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 3000 \
     --output_dir "$out/shapes-gan" 2> "$out.shapes-gan.time" || true
 # ... continued from its step-3000 checkpoint to 6,000 steps with the R1 penalty (quoted in the README, not in the table)
 mkdir -p "$out/shapes-gan-r1" && cp -r "$out/shapes-gan/checkpoint-3000" "$out/shapes-gan-r1/"
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 6000 --resume_from_checkpoint latest \
     --r1_gamma 0.1 --output_dir "$out/shapes-gan-r1"
-# ... and from its step-6000 checkpoint to 30,000 steps with lazy R1 (the penalty every 16th step, weighted 16×);
-# the README's learning curve re-judges checkpoint-N of this run by resuming a copy with --max_train_steps N
+# ... and from its step-6000 checkpoint to 30,000 steps with lazy R1 (the penalty every 16th step, weighted 16×),
+# keeping every checkpoint for the README's learning curve on 10,000 samples
 mkdir -p "$out/shapes-gan-lazy" && cp -r "$out/shapes-gan-r1/checkpoint-6000" "$out/shapes-gan-lazy/"
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 30000 --resume_from_checkpoint latest \
     --r1_gamma 0.1 --r1_interval 16 --checkpoints_total_limit 30 --output_dir "$out/shapes-gan-lazy"
+for steps in 6000 10000 15000 20000 25000 30000; do
+    judge_on_10k shapes-gan-lazy $steps "shapes-gan-$((steps / 1000))k-n10k"
+done
 # ... and 3,000 more steps at a quarter of the learning rates (the flags' rates replace the checkpoint's)
 mkdir -p "$out/shapes-gan-lowlr" && cp -r "$out/shapes-gan-lazy/checkpoint-30000" "$out/shapes-gan-lowlr/"
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 33000 --resume_from_checkpoint latest \
@@ -120,7 +131,7 @@ for steps in 9000 15000 22000; do
     prev="mnist-gan-$((steps / 1000))k"; prev_steps=$steps
 done
 # ... and to 36,000 and 46,000 steps, judged on 10,000 samples; the earlier legs judged again on 10,000 samples from their
-# last checkpoints (resuming at the end of a run only evaluates)
+# last checkpoints
 for steps in 36000 46000; do
     mkdir -p "$out/mnist-gan-$((steps / 1000))k" && cp -r "$out/$prev/checkpoint-$prev_steps" "$out/mnist-gan-$((steps / 1000))k/"
     python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
@@ -130,10 +141,8 @@ for steps in 36000 46000; do
 done
 for leg in mnist-gan:3000:3k mnist-gan-9k:9000:9k mnist-gan-15k:15000:15k mnist-gan-22k:22000:22k; do
     IFS=: read -r run steps name <<< "$leg"
-    mkdir -p "$out/mnist-gan-$name-n10k" && cp -r "$out/$run/checkpoint-$steps" "$out/mnist-gan-$name-n10k/"
-    python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 \
-        --num_channels 1 --max_train_steps "$steps" --resume_from_checkpoint latest \
-        --fid_classifier "$out/mnist-classifier" --num_generated 10000 --output_dir "$out/mnist-gan-$name-n10k"
+    judge_on_10k "$run" "$steps" "mnist-gan-$name-n10k" --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
+        --fid_classifier "$out/mnist-classifier"
 done
 
 # 8. throughput and memory of diffusion

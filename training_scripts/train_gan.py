@@ -166,7 +166,7 @@ def _fakes(generator, batch: int, latent_dim: int, num_classes: int | None, draw
     return z, labels
 
 
-def training_step(accelerator, generator, discriminator, opt_g, opt_d, micro_batches, args, num_classes, step: int = 0):
+def training_step(accelerator, generator, discriminator, opt_g, opt_d, micro_batches, args, num_classes, step: int):
     """One optimiser step of D, then one of G, each over the `micro_batches` [(x_real, labels, draws), ...] (the
     gradient-accumulation group); `step` counts the steps before this one (for lazy R1). Returns {"loss_d",
     "loss_g", ...} or, before the failing update is applied, ("discriminator" | "generator") naming the network
