@@ -112,7 +112,7 @@ def main():
     args = parse_args(__doc__.split("\n")[0], steps=20)
     script = load_training_script("train_diffusion")
     # the example's objective (ε, unweighted) on both sides, so only the way the step runs differs
-    script_args = script.parse_args(["--resolution", str(args.resolution), "--prediction_type", "epsilon", "--snr_gamma", "0"])
+    script_args = script.parse_args(["--resolution", str(args.resolution), "--prediction_type", "epsilon", "--snr_gamma", "0", *args.script_flags])
     num_images = (args.steps + 3) * args.batch_size
     raw = make_shapes_dataset(num_samples=num_images, resolution=args.resolution, seed=0)
     images = load_image_dataset("shapes", resolution=args.resolution, num_samples=num_images)[:]["pixel_values"]

@@ -5,9 +5,13 @@ Same model config, same batch size, same process, interleaved rounds:
 - reference: fp32, contiguous tensors, images converted from PIL by a per-step transform in a DataLoader
   (the way a plain PyTorch loop, and diffusers' unconditional example, feed a model);
 - ours: `training_step` from training_scripts/train_autoencoder.py under `Accelerator(mixed_precision=...)`
-  (bf16 autocast on the CPU), channels-last, data preprocessed once into one tensor.
+  (bf16 autocast on the CPU), in the memory format the script uses (contiguous unless `--channels_last`), data
+  preprocessed once into one tensor.
+
+Flags the benchmark does not know go to the training script's parser, so the model is the one a command trains:
 
     python benchmarks/bench_vae_train.py --steps 30 --rounds 3
+    python benchmarks/bench_vae_train.py --batch_size 16 --block_out_channels 16 32 64   # the main job's model
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ def reference_rounds(model, dataset, batch_size: int, steps: int, lr: float) -> 
 
 def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: int, mixed_precision: str) -> float:
     accelerator = fresh_accelerator(mixed_precision)
-    model = script.build_model(args_ns).to(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if args_ns.channels_last else torch.contiguous_format
+    model = script.build_model(args_ns).to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args_ns.learning_rate)
     lr_scheduler = get_scheduler("constant", optimizer=optimizer)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
@@ -54,7 +59,7 @@ def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: in
     order = torch.randperm(len(images))
     start = time.perf_counter()
     for step in range(steps):
-        x = images[order[step * batch_size : (step + 1) * batch_size]].contiguous(memory_format=torch.channels_last)
+        x = images[order[step * batch_size : (step + 1) * batch_size]].contiguous(memory_format=memory_format)
         script.training_step(accelerator, model, optimizer, lr_scheduler, x, torch.Generator().manual_seed(step), 1.0)
     return steps * batch_size / (time.perf_counter() - start)
 
@@ -62,7 +67,7 @@ def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: in
 def main():
     args = parse_args(__doc__.split("\n")[0], steps=30)
     script = load_training_script("train_autoencoder")
-    script_args = script.parse_args(["--model", "vae", "--resolution", str(args.resolution)])
+    script_args = script.parse_args(["--model", "vae", "--resolution", str(args.resolution), *args.script_flags])
     num_images = (args.steps + 3) * args.batch_size  # the warm-up steps too
     raw = make_shapes_dataset(num_samples=num_images, resolution=args.resolution, seed=0)
     images = load_image_dataset("shapes", resolution=args.resolution, num_samples=num_images)[:]["pixel_values"]

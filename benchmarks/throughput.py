@@ -49,7 +49,12 @@ def parse_args(description: str, steps: int) -> argparse.Namespace:
     )
     parser.add_argument("--one_side", choices=("reference", "ours"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None, help="write the result as JSON here")
-    return parser.parse_args()
+    parser.epilog = (
+        "Any other flag goes to the training script's own parser and configures the model and step both loops run "
+        "(e.g. --block_out_channels 16 32 64, --channels_last)."
+    )
+    args, args.script_flags = parser.parse_known_args()
+    return args
 
 
 ALLOCATOR_MODES = ("default", "kept", "as_run")

@@ -73,6 +73,28 @@ def test_vae_run_writes_a_loadable_model_folder(tmp_path):
     assert len(pipe(batch_size=2, prior="normal").images) == 2
 
 
+def test_vae_sample_grid_shows_the_draws_before_and_after_the_chain(tmp_path):
+    """samples.png: 8 held-out images, their reconstructions, 32 draws from the latent mixture, and the same 32
+    draws after --markov_chain_steps decode/re-encode steps: the samples the chain's validity figure judges."""
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "vae"
+    run(*tiny_args(out, "--model", "vae", "--markov_chain_steps", "3"))
+    grid = np.asarray(Image.open(out / "samples.png"))
+    tile, rows = 16 + 1, 2 + 4 + 4  # 16-pixel images, 1 pixel padding, 8 per row
+    assert grid.shape == (rows * tile + 1, 8 * tile + 1, 3)
+
+    model = AutoencoderPipeline.from_pretrained(out).model
+    with torch.no_grad():
+        z = model.sample_prior(32, generator=torch.Generator().manual_seed(0))  # the grid's draws (seed 0)
+        direct = model.decode(z).sample
+        chained = model.decode(model.markov_chain(z, 3)).sample
+    assert not torch.allclose(direct, chained)
+    expected = np.asarray(image_grid(torch.cat([direct, chained]), nrow=8))
+    np.testing.assert_array_equal(grid[2 * tile + 1 :], expected[1:])  # the sample rows, below the two image rows
+
+
 def test_vae_mixture_with_more_components_than_images_stops_before_training(tmp_path):
     out = tmp_path / "vae"
     with pytest.raises(ValueError, match=r"--latent_prior_components 500 is more than the 128 training images"):

@@ -173,7 +173,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adam_weight_decay", type=float, default=0.0)
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
     parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None, help="default: accelerate config")
-    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--channels_last",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="channels-last tensors; off by default: on the CPU under bf16 GroupNorm's backward falls onto a slow path "
+        "with them (16× slower at widths 16-32-64), which costs more than the convolutions gain "
+        "(benchmarks/bench_vae_train.py --channels_last)",
+    )
     parser.add_argument("--use_ema", action="store_true")
     parser.add_argument("--ema_decay", type=float, default=0.999)
     parser.add_argument("--seed", type=int, default=0)
@@ -344,9 +351,10 @@ def gumbel_temperature(step: int, max_train_steps: int, start: float, end: float
 
 
 @torch.no_grad()
-def validation_grid(model, images: torch.Tensor, generator_seed: int, num_samples: int = 16):
+def validation_grid(model, images: torch.Tensor, generator_seed: int, num_samples: int = 16, markov_chain_steps: int = 0):
     """Top: held-out images; middle: their reconstructions; bottom: samples (if the model can sample on its own;
-    a VQ-VAE needs its prior, so it shows reconstructions only)."""
+    a VQ-VAE needs its prior, so it shows reconstructions only). With `markov_chain_steps` (a VAE), the same draws
+    follow, each after that many decode/re-encode steps (`VAEModel.markov_chain`)."""
     modes = [module.training for module in model.modules()]
     model.eval()
     x = images.to(model.device, model.dtype)
@@ -354,8 +362,10 @@ def validation_grid(model, images: torch.Tensor, generator_seed: int, num_sample
     if isinstance(model, VAEModel) or (isinstance(model, AutoencoderModel) and model.latent_gaussian_fitted):
         # a VAE's latent mixture is fitted after training: until then its grids sample N(0, I)
         prior = {"prior": "normal"} if isinstance(model, VAEModel) and not model.latent_prior_fitted else {}
-        z = model.sample_prior(num_samples, generator=torch.Generator().manual_seed(generator_seed), **prior)
-        rows.append(model.decode(z.to(model.device)).sample.float().cpu())
+        z = model.sample_prior(num_samples, generator=torch.Generator().manual_seed(generator_seed), **prior).to(model.device)
+        rows.append(model.decode(z).sample.float().cpu())
+        if markov_chain_steps and isinstance(model, VAEModel):
+            rows.append(model.decode(model.markov_chain(z, markov_chain_steps)).sample.float().cpu())
     for module, mode in zip(model.modules(), modes):
         module.training = mode
     return image_grid(torch.cat(rows), nrow=len(images))
@@ -518,7 +528,10 @@ def main(args: argparse.Namespace) -> str:
             metrics.update(prior_metrics)
         metrics.update(train_steps=global_step, train_seconds=round(train_seconds, 1))
         logger.info(f"metrics: {json.dumps(metrics)}")
-        save_model_folder(args, final_model, metrics, validation_grid(final_model, grid_images, args.seed, num_samples=64))
+        # the sample grid: 64 draws, or for a VAE judged after the chain 32 draws and the same 32 after it
+        chain_steps = args.markov_chain_steps if isinstance(final_model, VAEModel) else 0
+        grid = validation_grid(final_model, grid_images, args.seed, num_samples=32 if chain_steps else 64, markov_chain_steps=chain_steps)
+        save_model_folder(args, final_model, metrics, grid)
         if args.push_to_hub:
             push_output_folder(args, f"{args.model} trained for {global_step} steps")
     end_training(accelerator)
