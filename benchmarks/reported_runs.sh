@@ -5,15 +5,37 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs}
 data=${SHARED_DATA:-../shared/data}
-train="python training_scripts/train_autoencoder.py --mixed_precision bf16"
+# the runs of train_autoencoder.py made before it switched to contiguous tensors (session 11) ran with channels-last,
+# then its default: they keep the flag so that they reproduce; the main job (and what is new) runs without it
+train="python training_scripts/train_autoencoder.py --mixed_precision bf16 --channels_last"
+main_job="python training_scripts/train_autoencoder.py --model vae --mixed_precision bf16 --train_batch_size 16 \
+    --block_out_channels 16 32 64 --num_epochs 30 --latent_prior_components 300"
 
 # 1. the main job: VAE on the shapes world (peak memory from /usr/bin/time -v); samples from the latent mixture,
 # directly and after the 20-step decode/re-encode chain
-/usr/bin/time -v $train --model vae --train_batch_size 16 --latent_prior_components 300 --output_dir "$out/shapes-vae" \
-    2> "$out/shapes-vae.time" || true
-# its mixture refitted with M = 100 and 300 (the held-out latent density that chose 300)
-python training_scripts/refit_latent_prior.py "$out/shapes-vae" --components 100 300 --markov_chain_steps 20 \
-    --output "$out/shapes-vae-refit.json"
+/usr/bin/time -v $main_job --output_dir "$out/shapes-vae" 2> "$out/shapes-vae.time" || true
+# its mixture refitted (M = 300 and 500) with three more seeds of the EM start and the draws: 3,000 more samples
+for seed in 1 2 3; do
+    python training_scripts/refit_latent_prior.py "$out/shapes-vae" --components 300 500 --markov_chain_steps 20 \
+        --seed $seed --output "$out/shapes-vae-refit-seed$seed.json"
+done
+# how it was found: widths 16-32-64 at batch 16 for 20 and 25 epochs (channels-last then), 20 with a learning
+# rate of 2e-3, and the 25-epoch model's mixture refitted with three seeds
+for epochs in 20 25; do
+    $train --model vae --train_batch_size 16 --block_out_channels 16 32 64 --num_epochs $epochs \
+        --latent_prior_components 300 --output_dir "$out/shapes-vae-w64-${epochs}ep"
+done
+$train --model vae --train_batch_size 16 --block_out_channels 16 32 64 --num_epochs 20 --learning_rate 2e-3 \
+    --latent_prior_components 300 --iwae_samples 0 --output_dir "$out/shapes-vae-w64-20ep-lr2e-3"
+for seed in 1 2 3; do
+    python training_scripts/refit_latent_prior.py "$out/shapes-vae-w64-25ep" --components 300 500 --markov_chain_steps 20 \
+        --seed $seed --output "$out/shapes-vae-w64-25ep-refit-seed$seed.json"
+done
+# the earlier main job (widths 32-64-128, 10 epochs, channels-last) and its mixture refitted with M = 100 and 300
+# (the held-out latent density that chose 300)
+$train --model vae --train_batch_size 16 --latent_prior_components 300 --output_dir "$out/shapes-vae-w128-b16"
+python training_scripts/refit_latent_prior.py "$out/shapes-vae-w128-b16" --components 100 300 --markov_chain_steps 20 \
+    --output "$out/shapes-vae-w128-b16-refit.json"
 # the script's defaults (batch 64, M = 100), and that recipe trained four times as long (40 epochs, 6,240 steps):
 # the run behind the VAE target row
 $train --model vae --output_dir "$out/shapes-vae-b64"
@@ -56,12 +78,19 @@ for beta in 1 4; do
         --latent_prior normal --output_dir "$out/dsprites-beta$beta"
 done
 
-# 4. training throughput against a plain fp32 loop
-python benchmarks/bench_vae_train.py --output "$out/bench_vae_train.json"
-python benchmarks/bench_vae_train.py --batch_size 16 --steps 30 --rounds 5 --output "$out/bench_vae_train-b16.json"  # the main job's batch
-# ... each loop as it is run (ours keeping freed memory, each round in a fresh process; README "Freed memory")
-python benchmarks/bench_vae_train.py --rounds 5 --allocator as_run --output "$out/bench_vae_train-as_run.json"
-python benchmarks/bench_vae_train.py --batch_size 16 --steps 30 --rounds 5 --allocator as_run --output "$out/bench_vae_train-b16-as_run.json"
+# 4. training throughput against a plain fp32 loop: the script's default model at batch 64, and the main job's model
+# at batch 16, in one process and with each loop as it is run (ours keeping freed memory, each round in a fresh
+# process; README "Freed memory"); ours with channels-last tensors (the script's default before session 11)
+python benchmarks/bench_vae_train.py --steps 20 --rounds 5 --output "$out/bench_vae_train-default.json"
+python benchmarks/bench_vae_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_vae_train-as_run.json"
+main_model="--batch_size 16 --steps 30 --rounds 5 --block_out_channels 16 32 64"
+python benchmarks/bench_vae_train.py $main_model --output "$out/bench_vae_train-main-job.json"
+python benchmarks/bench_vae_train.py $main_model --allocator as_run --output "$out/bench_vae_train-main-job-as_run.json"
+python benchmarks/bench_vae_train.py $main_model --channels_last --output "$out/bench_vae_train-main-job-channels_last.json"
+python benchmarks/bench_vae_train.py --batch_size 16 --steps 30 --rounds 3 --block_out_channels 16 32 64 --mixed_precision no  # ours in fp32
+# (the earlier channels-last measurements: docs/bench_vae_train.json, bench_vae_train-b16{,-as_run}.json, made by these
+# commands with --channels_last: python benchmarks/bench_vae_train.py --channels_last --output ...; --batch_size 16
+# --steps 30 --rounds 5 --channels_last [--allocator as_run])
 # the malloc setting itself: the diffusion step, and one epoch of the main job with glibc's defaults and with the
 # setting (the README's glibc-defaults run opted out with MALLOC_ARENA_MAX=8 instead of the flag: the same thing)
 python benchmarks/bench_freed_memory.py --pairs 3 --output "$out/bench_freed_memory.json"
@@ -152,7 +181,7 @@ python benchmarks/bench_diffusion_train.py --steps 20 --rounds 7 --allocator as_
 python benchmarks/sample_memory.py "$out/shapes-ddpm" --batch_size 64 --output "$out/sample_memory.json"
 
 # 9. VQ-VAE with and without dead-code restart, on the shapes world and on MNIST; then the GPT-2 priors
-vq="python training_scripts/train_autoencoder.py --model vqvae --mixed_precision bf16 --max_train_steps 1500"
+vq="python training_scripts/train_autoencoder.py --model vqvae --mixed_precision bf16 --channels_last --max_train_steps 1500"
 mnist="--dataset_name $data/mnist --resolution 28 --num_channels 1"
 $vq --dead_code_steps 100 --output_dir "$out/shapes-vqvae-restart"
 $vq --output_dir "$out/shapes-vqvae-norestart"
