@@ -94,6 +94,11 @@ def test_vae_sample_grid_shows_the_draws_before_and_after_the_chain(tmp_path):
     expected = np.asarray(image_grid(torch.cat([direct, chained]), nrow=8))
     np.testing.assert_array_equal(grid[2 * tile + 1 :], expected[1:])  # the sample rows, below the two image rows
 
+    # the card says what the rows are and how to draw the chained samples its *_markov_chain numbers judge
+    card = (out / "README.md").read_text()
+    assert "the same 32 draws after 3 decode/re-encode steps" in card
+    assert "pipe(batch_size=16, markov_chain_steps=3)" in card and "`*_markov_chain` numbers" in card
+
 
 def test_vae_mixture_with_more_components_than_images_stops_before_training(tmp_path):
     out = tmp_path / "vae"

@@ -531,16 +531,17 @@ def main(args: argparse.Namespace) -> str:
         # the sample grid: 64 draws, or for a VAE judged after the chain 32 draws and the same 32 after it
         chain_steps = args.markov_chain_steps if isinstance(final_model, VAEModel) else 0
         grid = validation_grid(final_model, grid_images, args.seed, num_samples=32 if chain_steps else 64, markov_chain_steps=chain_steps)
-        save_model_folder(args, final_model, metrics, grid)
+        save_model_folder(args, final_model, metrics, grid, chain_steps)
         if args.push_to_hub:
             push_output_folder(args, f"{args.model} trained for {global_step} steps")
     end_training(accelerator)
     return args.output_dir
 
 
-def save_model_folder(args, model, metrics: dict, grid) -> None:
+def save_model_folder(args, model, metrics: dict, grid, markov_chain_steps: int = 0) -> None:
     """Write the pipeline, model card, sample grid and metrics into a staging folder, then move each entry
-    into `output_dir` (model_index.json last): a kill mid-way never leaves a half-written model folder."""
+    into `output_dir` (model_index.json last): a kill mid-way never leaves a half-written model folder.
+    `markov_chain_steps`: the grid's and the metrics' decode/re-encode chain, which the card shows how to run."""
     with staged_model_folder(args.output_dir, metrics) as staging:
         AutoencoderPipeline(model=model).save_pretrained(staging)
         grid.save(os.path.join(staging, "samples.png"))
@@ -563,6 +564,7 @@ def save_model_folder(args, model, metrics: dict, grid) -> None:
             + fine_tuned,
             base_model=source if source and not os.path.exists(source) else None,  # a Hub id, not a local folder
             sample_grid="samples.png",
+            markov_chain_steps=markov_chain_steps,
             training_command=command,
         )
 
