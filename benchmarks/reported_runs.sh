@@ -149,6 +149,9 @@ mkdir -p "$out/shapes-gan-lowlr" && cp -r "$out/shapes-gan-lazy/checkpoint-30000
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 33000 --resume_from_checkpoint latest \
     --r1_gamma 0.1 --r1_interval 16 --generator_learning_rate 5e-5 --discriminator_learning_rate 5e-5 \
     --num_generated 10000 --output_dir "$out/shapes-gan-lowlr"
+# ... and the same recipe class-conditional, from scratch, with lazy R1 from the first step (session 11)
+python training_scripts/train_gan.py --mixed_precision bf16 --class_conditional --max_train_steps 10000 --r1_gamma 0.1 \
+    --r1_interval 16 --checkpointing_steps 2500 --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-cond"
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
     --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
 # ... continued (constant learning rates: each leg is the same as one run of the full length) to 9,000, 15,000 and
