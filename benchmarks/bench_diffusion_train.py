@@ -28,7 +28,7 @@ from diffusers.training_utils import EMAModel
 from PIL import Image
 
 from hf_genzoo.data import load_image_dataset, make_shapes_dataset
-from throughput import compare, fresh_accelerator, load_training_script, parse_args
+from throughput import compare, fresh_accelerator, load_training_script, parse_args, script_memory_format
 
 
 def example_transform(resolution: int):
@@ -100,7 +100,7 @@ def our_step(script, args_ns, mixed_precision: str) -> Callable[[torch.Tensor, i
 
 def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: int, mixed_precision: str) -> float:
     step = our_step(script, args_ns, mixed_precision)
-    memory_format = torch.channels_last if args_ns.channels_last else torch.contiguous_format
+    memory_format = script_memory_format(args_ns)
     order = torch.randperm(len(images))
     start = time.perf_counter()
     for i in range(steps):

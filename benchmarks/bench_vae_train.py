@@ -23,7 +23,7 @@ import torch
 from diffusers.optimization import get_scheduler
 
 from hf_genzoo.data import load_image_dataset, make_shapes_dataset
-from throughput import compare, fresh_accelerator, load_training_script, parse_args
+from throughput import compare, fresh_accelerator, load_training_script, parse_args, script_memory_format
 
 
 def reference_rounds(model, dataset, batch_size: int, steps: int, lr: float) -> float:
@@ -50,7 +50,7 @@ def reference_rounds(model, dataset, batch_size: int, steps: int, lr: float) -> 
 
 def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: int, mixed_precision: str) -> float:
     accelerator = fresh_accelerator(mixed_precision)
-    memory_format = torch.channels_last if args_ns.channels_last else torch.contiguous_format
+    memory_format = script_memory_format(args_ns)
     model = script.build_model(args_ns).to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args_ns.learning_rate)
     lr_scheduler = get_scheduler("constant", optimizer=optimizer)

@@ -15,6 +15,8 @@ main_job="python training_scripts/train_autoencoder.py --model vae --mixed_preci
 # directly and after the 20-step decode/re-encode chain
 /usr/bin/time -v $main_job --output_dir "$out/shapes-vae" 2> "$out/shapes-vae.time" || true
 # its mixture refitted (M = 300 and 500) with three more seeds of the EM start and the draws: 3,000 more samples
+# (docs/shapes-vae-refit-seeds.json holds the three outputs side by side, keyed seed1..seed3; likewise
+# docs/shapes-vae-w64-25ep-refit-seeds.json below)
 for seed in 1 2 3; do
     python training_scripts/refit_latent_prior.py "$out/shapes-vae" --components 300 500 --markov_chain_steps 20 \
         --seed $seed --output "$out/shapes-vae-refit-seed$seed.json"

@@ -31,6 +31,11 @@ def fresh_accelerator(mixed_precision: str) -> Accelerator:
     return Accelerator(mixed_precision=mixed_precision)
 
 
+def script_memory_format(script_args: argparse.Namespace) -> torch.memory_format:
+    """The memory format a training script's `--channels_last` flag gives its tensors."""
+    return torch.channels_last if script_args.channels_last else torch.contiguous_format
+
+
 def parse_args(description: str, steps: int) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--steps", type=int, default=steps, help="timed steps per round")
