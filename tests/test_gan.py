@@ -63,6 +63,27 @@ def test_projection_discriminator_adds_the_label_embedding_inner_product():
     torch.testing.assert_close(d(x, labels), expected)
 
 
+def test_flatten_pooling_is_a_dense_head_over_the_whole_feature_map():
+    """DCGAN's head: the logit is a linear function of every position of the last map, so unlike the sum pooling
+    it tells a patch at one place from the same patch elsewhere; with labels the projection uses the same φ(x)."""
+    torch.manual_seed(0)
+    d = DCGANDiscriminator(in_channels=1, sample_size=16, block_out_channels=(4, 8, 8), num_classes=3, pooling="flatten").eval()
+    assert d.head.in_features == 8 * 4 * 4 and d.class_embedding.embedding_dim == 8 * 4 * 4
+    x, labels = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 1])
+    features = d.net(x).flatten(1)
+    torch.testing.assert_close(d(x, labels), d.head(features).squeeze(1) + (d.class_embedding(labels) * features).sum(1))
+    # a feature map moved by one position: the sum pooling cannot tell, the flattened head can
+    summed = DCGANDiscriminator(in_channels=1, sample_size=16, block_out_channels=(4, 8, 8)).eval()
+    feature_map = torch.zeros(1, 8, 4, 4)
+    feature_map[..., 1, 1] = 1.0
+    moved = feature_map.roll(1, dims=3)
+    for model, same in ((summed, True), (d, False)):
+        head = lambda m: model.head(m.flatten(1) if model.config.pooling == "flatten" else m.sum(dim=(2, 3)))
+        assert torch.equal(head(feature_map), head(moved)) is same
+    with pytest.raises(ValueError, match=r"pooling must be one of \('sum', 'flatten'\), got 'mean'"):
+        DCGANDiscriminator(pooling="mean")
+
+
 # ---- losses --------------------------------------------------------------------------------------------------
 
 
@@ -221,9 +242,10 @@ def test_lazy_r1_is_the_penalty_every_nth_step_weighted_by_n(fresh_accelerator_s
 
 def test_save_discriminator_publishes_it(fresh_accelerator_state, tmp_path):
     out = tmp_path / "gan"
-    run(*tiny_args(out, "--max_train_steps", "1", "--save_discriminator", "--spectral_norm", "--loss", "hinge"))
+    run(*tiny_args(out, "--max_train_steps", "1", "--save_discriminator", "--spectral_norm", "--loss", "hinge", "--discriminator_pooling", "flatten"))
     pipe = GANPipeline.from_pretrained(out)
     assert isinstance(pipe.discriminator, DCGANDiscriminator) and pipe.discriminator.config.spectral_norm
+    assert pipe.discriminator.config.pooling == "flatten"
 
 
 def test_resume_continues_exactly(fresh_accelerator_state, tmp_path):

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline
 from hf_genzoo.hub import write_model_card
 from hf_genzoo.metrics import sample_quality_metrics
-from hf_genzoo.models.gan import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
+from hf_genzoo.models.gan import DISCRIMINATOR_POOLINGS, GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
 from hf_genzoo.pipelines import save_gif
 from hf_genzoo.training_utils import (
     add_keep_freed_memory_argument,
@@ -81,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latent_dim", type=int, default=64)
     parser.add_argument("--generator_channels", type=int, nargs="+", default=[256, 128, 64], help="from the lowest resolution up")
     parser.add_argument("--discriminator_channels", type=int, nargs="+", default=[64, 128, 256], help="from the input resolution down")
+    parser.add_argument(
+        "--discriminator_pooling",
+        default="sum",
+        choices=DISCRIMINATOR_POOLINGS,
+        help="D's last feature map summed over positions (blind to where a patch lies) or flattened (DCGAN's head)",
+    )
     parser.add_argument("--class_conditional", action="store_true", help="label embedding in G, projection in D")
     parser.add_argument("--spectral_norm", action="store_true", help="spectral normalisation in D (replaces its BatchNorm)")
     # losses and optimisation
@@ -147,6 +153,7 @@ def build_models(args, num_classes: int | None) -> tuple[DCGANGenerator, DCGANDi
         block_out_channels=tuple(args.discriminator_channels),
         num_classes=num_classes,
         spectral_norm=args.spectral_norm,
+        pooling=args.discriminator_pooling,
     )
     return generator, discriminator
 

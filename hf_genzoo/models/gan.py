@@ -104,17 +104,25 @@ class DCGANGenerator(GenZooModelMixin, ConfigMixin):
         return self.net(h[:, :, None, None])  # (B, latent_dim [+ class_embed_dim], 1, 1) → (B, C, H, W)
 
 
+DISCRIMINATOR_POOLINGS = ("sum", "flatten")
+
+
 class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
     r"""
     image → logit through strided convolutions (kernel 4, stride 2) with LeakyReLU(0.2) (DCGAN), BatchNorm after
-    all but the first (none with spectral normalisation), global sum pooling to features φ(x), and a linear head.
-    Class-conditional as a projection discriminator (Miyato & Koyama 2018): l(x, y) = ψ(φ(x)) + ⟨embed(y), φ(x)⟩.
+    all but the first (none with spectral normalisation), features φ(x) and a linear head ψ. Class-conditional as a
+    projection discriminator (Miyato & Koyama 2018): l(x, y) = ψ(φ(x)) + ⟨embed(y), φ(x)⟩.
+
+    φ(x) is the last feature map summed over positions (`pooling="sum"`, SNGAN's head: the logit is a sum of
+    patch scores, blind to where a patch lies) or flattened (`pooling="flatten"`, DCGAN's own head, a dense layer
+    over the whole map, equivalent to its last full-size convolution: the logit sees absolute positions).
 
     Parameters:
         in_channels (`int`, defaults to 3), sample_size (`int`, defaults to 32).
         block_out_channels (`tuple[int]`, defaults to `(64, 128, 256)`): widths from the input resolution down.
         num_classes (`int`, *optional*): projection conditioning on this many classes.
         spectral_norm (`bool`, defaults to False): spectral normalisation of every weight (Miyato et al. 2018).
+        pooling (`str`, defaults to `"sum"`): `"sum"` or `"flatten"`, how the last feature map becomes φ(x).
     """
 
     @register_to_config
@@ -125,9 +133,12 @@ class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (64, 128, 256),
         num_classes: int | None = None,
         spectral_norm: bool = False,
+        pooling: str = "sum",
     ):
         super().__init__()
-        _check_sample_size(sample_size, len(block_out_channels), "DCGANDiscriminator")
+        if pooling not in DISCRIMINATOR_POOLINGS:
+            raise ValueError(f"pooling must be one of {DISCRIMINATOR_POOLINGS}, got {pooling!r}")
+        last_size = _check_sample_size(sample_size, len(block_out_channels), "DCGANDiscriminator")
         sn = _spectral_norm if spectral_norm else (lambda module: module)
         layers, c_in = [], in_channels
         for i, c_out in enumerate(block_out_channels):
@@ -138,8 +149,9 @@ class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
             layers.append(nn.LeakyReLU(0.2, True))
             c_in = c_out
         self.net = nn.Sequential(*layers)
-        self.head = sn(nn.Linear(c_in, 1))
-        self.class_embedding = sn(nn.Embedding(num_classes, c_in)) if num_classes else None
+        features = c_in * (last_size * last_size if pooling == "flatten" else 1)
+        self.head = sn(nn.Linear(features, 1))
+        self.class_embedding = sn(nn.Embedding(num_classes, features)) if num_classes else None
 
     def forward(self, images: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """images (B, C, H, W) [and labels (B,)] → logits (B,)."""
@@ -147,7 +159,11 @@ class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(f"images must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}), got {tuple(images.shape)}")
         labels = check_class_labels(class_labels, self.config.num_classes, images.shape[0], images.device)
-        features = self.net(images).sum(dim=(2, 3))  # φ(x) (B, c)
+        feature_map = self.net(images)  # (B, c, h, w)
+        if self.config.pooling == "flatten":
+            features = feature_map.flatten(1)  # φ(x) (B, c·h·w)
+        else:
+            features = feature_map.sum(dim=(2, 3))  # φ(x) (B, c)
         logits = self.head(features).squeeze(1)  # ψ(φ(x)) (B,)
         if labels is not None:
             logits = logits + (self.class_embedding(labels).to(features.dtype) * features).sum(dim=1)
