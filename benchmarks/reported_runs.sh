@@ -154,6 +154,16 @@ python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 33
 # ... and the same recipe class-conditional, from scratch, with lazy R1 from the first step (session 11)
 python training_scripts/train_gan.py --mixed_precision bf16 --class_conditional --max_train_steps 10000 --r1_gamma 0.1 \
     --r1_interval 16 --checkpointing_steps 2500 --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-cond"
+# ... and unconditional with the discriminator changed (session 12): a fourth level (receptive field 24 pixels), and
+# DCGAN's dense head over the whole last map instead of the sum over positions; each judged with one oracle test
+# relaxed at a time
+python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
+    --discriminator_channels 64 128 256 256 --checkpointing_steps 2500 --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-d4"
+python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
+    --discriminator_pooling flatten --checkpointing_steps 2500 --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-flat"
+for run in shapes-gan-d4 shapes-gan-flat; do
+    python benchmarks/gan_oracle_tests.py "$out/$run" --output "$out/$run-oracle-tests.json"
+done
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
     --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
 # ... continued (constant learning rates: each leg is the same as one run of the full length) to 9,000, 15,000 and
