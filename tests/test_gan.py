@@ -83,6 +83,19 @@ def test_flatten_pooling_is_a_dense_head_over_the_whole_feature_map():
         DCGANDiscriminator(pooling="mean")
 
 
+def test_without_batch_norm_each_logit_depends_on_its_own_image_alone():
+    """What the R1 penalty assumes: in training mode, BatchNorm mixes the batch into every logit; without it a
+    batch's logits are those of its images one at a time."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 16, 16)
+    plain = DCGANDiscriminator(in_channels=1, sample_size=16, block_out_channels=(4, 8, 8), batch_norm=False).train()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    torch.testing.assert_close(plain(x), torch.cat([plain(x[i : i + 1]) for i in range(4)]))
+    normed = DCGANDiscriminator(in_channels=1, sample_size=16, block_out_channels=(4, 8, 8)).train()
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in normed.modules()) == 2
+    assert not torch.allclose(normed(x)[:2], normed(x[:2]))
+
+
 # ---- losses --------------------------------------------------------------------------------------------------
 
 
@@ -241,10 +254,11 @@ def test_lazy_r1_is_the_penalty_every_nth_step_weighted_by_n(fresh_accelerator_s
 
 def test_save_discriminator_publishes_it(fresh_accelerator_state, tmp_path):
     out = tmp_path / "gan"
-    run(*tiny_args(out, "--max_train_steps", "1", "--save_discriminator", "--spectral_norm", "--loss", "hinge", "--discriminator_pooling", "flatten"))
+    flags = ("--spectral_norm", "--loss", "hinge", "--discriminator_pooling", "flatten", "--no-discriminator_batch_norm")
+    run(*tiny_args(out, "--max_train_steps", "1", "--save_discriminator", *flags))
     pipe = GANPipeline.from_pretrained(out)
     assert isinstance(pipe.discriminator, DCGANDiscriminator) and pipe.discriminator.config.spectral_norm
-    assert pipe.discriminator.config.pooling == "flatten"
+    assert pipe.discriminator.config.pooling == "flatten" and pipe.discriminator.config.batch_norm is False
 
 
 def test_resume_continues_exactly(fresh_accelerator_state, tmp_path):

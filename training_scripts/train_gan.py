@@ -89,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--class_conditional", action="store_true", help="label embedding in G, projection in D")
     parser.add_argument("--spectral_norm", action="store_true", help="spectral normalisation in D (replaces its BatchNorm)")
+    parser.add_argument(
+        "--discriminator_batch_norm", action=argparse.BooleanOptionalAction, default=True,
+        help="BatchNorm in D (--no-discriminator_batch_norm: none, each logit a function of its own image, as R1 assumes)",
+    )
     # losses and optimisation
     parser.add_argument("--loss", default="non_saturating", choices=GAN_LOSSES, help="the generator's loss (hinge: both networks')")
     parser.add_argument("--r1_gamma", type=float, default=0.0, help="γ of the R1 penalty (γ/2) E‖∇D(x_real)‖² (0: off)")
@@ -154,6 +158,7 @@ def build_models(args, num_classes: int | None) -> tuple[DCGANGenerator, DCGANDi
         num_classes=num_classes,
         spectral_norm=args.spectral_norm,
         pooling=args.discriminator_pooling,
+        batch_norm=args.discriminator_batch_norm,
     )
     return generator, discriminator
 

@@ -110,7 +110,7 @@ DISCRIMINATOR_POOLINGS = ("sum", "flatten")
 class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
     r"""
     image → logit through strided convolutions (kernel 4, stride 2) with LeakyReLU(0.2) (DCGAN), BatchNorm after
-    all but the first (none with spectral normalisation), features φ(x) and a linear head ψ. Class-conditional as a
+    all but the first (none with spectral normalisation or `batch_norm=False`), features φ(x) and a linear head ψ. Class-conditional as a
     projection discriminator (Miyato & Koyama 2018): l(x, y) = ψ(φ(x)) + ⟨embed(y), φ(x)⟩.
 
     φ(x) is the last feature map summed over positions (`pooling="sum"`, SNGAN's head: the logit is a sum of
@@ -123,6 +123,9 @@ class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
         num_classes (`int`, *optional*): projection conditioning on this many classes.
         spectral_norm (`bool`, defaults to False): spectral normalisation of every weight (Miyato et al. 2018).
         pooling (`str`, defaults to `"sum"`): `"sum"` or `"flatten"`, how the last feature map becomes φ(x).
+        batch_norm (`bool`, defaults to True): BatchNorm after all but the first level. Off, each image's logit
+            depends on that image alone, as the R1 penalty assumes (Mescheder et al. 2018 and StyleGAN's
+            discriminators have no normalisation).
     """
 
     @register_to_config
@@ -134,6 +137,7 @@ class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
         num_classes: int | None = None,
         spectral_norm: bool = False,
         pooling: str = "sum",
+        batch_norm: bool = True,
     ):
         super().__init__()
         if pooling not in DISCRIMINATOR_POOLINGS:
@@ -144,7 +148,7 @@ class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
         for i, c_out in enumerate(block_out_channels):
             stride = 1 if i == 0 else 2  # the first level keeps the resolution: len(block_out_channels) − 1 halvings
             layers.append(sn(nn.Conv2d(c_in, c_out, 3 if i == 0 else 4, stride=stride, padding=1)))
-            if i > 0 and not spectral_norm:
+            if i > 0 and batch_norm and not spectral_norm:
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.LeakyReLU(0.2, True))
             c_in = c_out
