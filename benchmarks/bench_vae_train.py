@@ -6,7 +6,7 @@ Same model config, same batch size, same process, interleaved rounds:
   (the way a plain PyTorch loop, and diffusers' unconditional example, feed a model);
 - ours: `training_step` from training_scripts/train_autoencoder.py under `Accelerator(mixed_precision=...)`
   (bf16 autocast on the CPU), in the memory format the script uses (contiguous unless `--channels_last`), data
-  preprocessed once into one tensor.
+  preprocessed once into one tensor, the script's optimiser (fused AdamW).
 
 Flags the benchmark does not know go to the training script's parser, so the model is the one a command trains:
 
@@ -52,7 +52,7 @@ def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: in
     accelerator = fresh_accelerator(mixed_precision)
     memory_format = script_memory_format(args_ns)
     model = script.build_model(args_ns).to(memory_format=memory_format)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args_ns.learning_rate)
+    optimizer = script.build_optimizer(model, args_ns)
     lr_scheduler = get_scheduler("constant", optimizer=optimizer)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     model.train()

@@ -166,7 +166,10 @@ mkdir -p "$out/shapes-gan-d4-17k" && cp -r "$out/shapes-gan-d4/checkpoint-10000"
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 17000 --resume_from_checkpoint latest \
     --r1_gamma 0.1 --r1_interval 16 --discriminator_channels 64 128 256 256 --checkpointing_steps 2500 \
     --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-d4-17k"
-for run in shapes-gan-d4 shapes-gan-flat shapes-gan-d4-17k; do
+# ... and without BatchNorm in the discriminator, as the R1 penalty assumes (session 13)
+python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
+    --no-discriminator_batch_norm --checkpointing_steps 2500 --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-nobn"
+for run in shapes-gan-d4 shapes-gan-flat shapes-gan-d4-17k shapes-gan-nobn; do
     python benchmarks/gan_oracle_tests.py "$out/$run" --output "$out/$run-oracle-tests.json"
 done
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
