@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from scripts import load_script
 
-from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline
+from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline, MinibatchStd
 from hf_genzoo.models import discriminator_loss, generator_loss, r1_penalty
 from hf_genzoo.pipelines import save_gif
 
@@ -94,6 +94,31 @@ def test_without_batch_norm_each_logit_depends_on_its_own_image_alone():
     normed = DCGANDiscriminator(in_channels=1, sample_size=16, block_out_channels=(4, 8, 8)).train()
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in normed.modules()) == 2
     assert not torch.allclose(normed(x)[:2], normed(x[:2]))
+
+
+def test_minibatch_std_appends_each_groups_feature_spread():
+    """ProGAN's channel: image i's group is {j : j ≡ i mod B/G}; the channel is the mean over features and positions
+    of the features' (biased) standard deviation within the group."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 4, 4)
+    out = MinibatchStd(group_size=2)(x)  # groups {0, 3}, {1, 4}, {2, 5}
+    assert out.shape == (6, 4, 4, 4) and torch.equal(out[:, :3], x)
+    for i in range(6):
+        group = x[[i % 3, i % 3 + 3]]
+        torch.testing.assert_close(out[i, 3], torch.full((4, 4), float(group.std(dim=0, unbiased=False).mean())), atol=1e-4, rtol=1e-4)
+    assert MinibatchStd(4)(x)[:, 3].unique().numel() == 3  # 4 does not divide 6: groups of gcd(6, 4) = 2
+    assert MinibatchStd(4)(x[:1])[:, 3].abs().max() < 1e-3  # one image: no spread
+    assert MinibatchStd(4)(x[:1].expand(4, -1, -1, -1))[:, 3].abs().max() < 1e-3  # four copies of one image: none either
+
+    d = DCGANDiscriminator(in_channels=1, sample_size=16, block_out_channels=(4, 8, 8), batch_norm=False, minibatch_std_group_size=2).eval()
+    images = torch.randn(4, 1, 16, 16)  # groups {0, 2}, {1, 3}
+    changed = images.clone()
+    changed[2] = torch.randn(1, 16, 16)
+    before, after = d(images), d(changed)
+    assert not torch.allclose(before[0], after[0])  # image 0 sees its group partner
+    torch.testing.assert_close(before[[1, 3]], after[[1, 3]])  # the other group does not
+    with pytest.raises(ValueError, match="minibatch_std_group_size must be 0 \\(off\\) or a group size >= 1, got -1"):
+        DCGANDiscriminator(minibatch_std_group_size=-1)
 
 
 # ---- losses --------------------------------------------------------------------------------------------------
@@ -254,11 +279,12 @@ def test_lazy_r1_is_the_penalty_every_nth_step_weighted_by_n(fresh_accelerator_s
 
 def test_save_discriminator_publishes_it(fresh_accelerator_state, tmp_path):
     out = tmp_path / "gan"
-    flags = ("--spectral_norm", "--loss", "hinge", "--discriminator_pooling", "flatten", "--no-discriminator_batch_norm")
+    flags = ("--spectral_norm", "--loss", "hinge", "--discriminator_pooling", "flatten", "--no-discriminator_batch_norm", "--minibatch_std_group_size", "2")
     run(*tiny_args(out, "--max_train_steps", "1", "--save_discriminator", *flags))
     pipe = GANPipeline.from_pretrained(out)
     assert isinstance(pipe.discriminator, DCGANDiscriminator) and pipe.discriminator.config.spectral_norm
     assert pipe.discriminator.config.pooling == "flatten" and pipe.discriminator.config.batch_norm is False
+    assert pipe.discriminator.config.minibatch_std_group_size == 2
 
 
 def test_resume_continues_exactly(fresh_accelerator_state, tmp_path):

@@ -93,6 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--discriminator_batch_norm", action=argparse.BooleanOptionalAction, default=True,
         help="BatchNorm in D (--no-discriminator_batch_norm: none, each logit a function of its own image, as R1 assumes)",
     )
+    parser.add_argument(
+        "--minibatch_std_group_size", type=int, default=0,
+        help="D's minibatch standard deviation channel over groups of this many images (ProGAN/StyleGAN; 0: off)",
+    )
     # losses and optimisation
     parser.add_argument("--loss", default="non_saturating", choices=GAN_LOSSES, help="the generator's loss (hinge: both networks')")
     parser.add_argument("--r1_gamma", type=float, default=0.0, help="γ of the R1 penalty (γ/2) E‖∇D(x_real)‖² (0: off)")
@@ -159,6 +163,7 @@ def build_models(args, num_classes: int | None) -> tuple[DCGANGenerator, DCGANDi
         spectral_norm=args.spectral_norm,
         pooling=args.discriminator_pooling,
         batch_norm=args.discriminator_batch_norm,
+        minibatch_std_group_size=args.minibatch_std_group_size,
     )
     return generator, discriminator
 

@@ -1,7 +1,7 @@
 """Models: ModelMixin + ConfigMixin classes, one file per family."""
 
 from .autoencoder import AutoencoderLossOutput, AutoencoderModel, AutoencoderOutput
-from .gan import DCGANDiscriminator, DCGANGenerator, discriminator_loss, generator_loss, r1_penalty
+from .gan import DCGANDiscriminator, DCGANGenerator, MinibatchStd, discriminator_loss, generator_loss, r1_penalty
 from .vae import DiagonalGaussian, VAELossOutput, VAEModel
 from .vq import GumbelQuantizer, QuantizerOutput, VectorQuantizer, nearest_codes
 from .vqvae import VQVAELossOutput, VQVAEModel
@@ -9,6 +9,7 @@ from .vqvae import VQVAELossOutput, VQVAEModel
 __all__ = [
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "MinibatchStd",
     "discriminator_loss",
     "generator_loss",
     "r1_penalty",

@@ -14,6 +14,8 @@ Shapes: z (B, latent_dim); images (B, C, H, W) in [-1, 1]; logits (B,).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -107,6 +109,30 @@ class DCGANGenerator(GenZooModelMixin, ConfigMixin):
 DISCRIMINATOR_POOLINGS = ("sum", "flatten")
 
 
+class MinibatchStd(nn.Module):
+    """The minibatch standard deviation channel (Karras et al. 2018, "Progressive growing of GANs", §3): split the
+    batch into groups of `group_size` images (image i joins group i mod B/group_size), take each feature's
+    standard deviation over its group at every position, average those to one number per group and append it to
+    every image of the group as a constant extra channel, so the discriminator sees how varied the batch is.
+
+    A batch that `group_size` does not divide is grouped by the largest common divisor (a single image: std 0).
+    (B, C, H, W) → (B, C + 1, H, W).
+    """
+
+    def __init__(self, group_size: int):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        G = math.gcd(B, self.group_size)
+        y = x.float().view(G, B // G, C, H, W)  # group members y[:, j]
+        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # (B/G, C, H, W)
+        stat = std.mean(dim=(1, 2, 3)).to(x.dtype)  # (B/G,) one number per group
+        channel = stat.repeat(G)[:, None, None, None].expand(B, 1, H, W)  # image i gets its group's, i mod B/G
+        return torch.cat([x, channel], dim=1)
+
+
 class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
     r"""
     image → logit through strided convolutions (kernel 4, stride 2) with LeakyReLU(0.2) (DCGAN), BatchNorm after
@@ -126,6 +152,8 @@ class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
         batch_norm (`bool`, defaults to True): BatchNorm after all but the first level. Off, each image's logit
             depends on that image alone, as the R1 penalty assumes (Mescheder et al. 2018 and StyleGAN's
             discriminators have no normalisation).
+        minibatch_std_group_size (`int`, defaults to 0): with a group size > 0, a `MinibatchStd` channel enters
+            the last level (as in StyleGAN's discriminator, which has no BatchNorm to see the batch through).
     """
 
     @register_to_config
@@ -138,15 +166,21 @@ class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
         spectral_norm: bool = False,
         pooling: str = "sum",
         batch_norm: bool = True,
+        minibatch_std_group_size: int = 0,
     ):
         super().__init__()
         if pooling not in DISCRIMINATOR_POOLINGS:
             raise ValueError(f"pooling must be one of {DISCRIMINATOR_POOLINGS}, got {pooling!r}")
+        if minibatch_std_group_size < 0:
+            raise ValueError(f"minibatch_std_group_size must be 0 (off) or a group size >= 1, got {minibatch_std_group_size}")
         last_size = _check_sample_size(sample_size, len(block_out_channels), "DCGANDiscriminator")
         sn = _spectral_norm if spectral_norm else (lambda module: module)
         layers, c_in = [], in_channels
         for i, c_out in enumerate(block_out_channels):
             stride = 1 if i == 0 else 2  # the first level keeps the resolution: len(block_out_channels) − 1 halvings
+            if minibatch_std_group_size and i == len(block_out_channels) - 1:
+                layers.append(MinibatchStd(minibatch_std_group_size))
+                c_in += 1
             layers.append(sn(nn.Conv2d(c_in, c_out, 3 if i == 0 else 4, stride=stride, padding=1)))
             if i > 0 and batch_norm and not spectral_norm:
                 layers.append(nn.BatchNorm2d(c_out))
