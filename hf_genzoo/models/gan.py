@@ -127,7 +127,8 @@ class MinibatchStd(nn.Module):
         B, C, H, W = x.shape
         G = math.gcd(B, self.group_size)
         y = x.float().view(G, B // G, C, H, W)  # group members y[:, j]
-        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # (B/G, C, H, W)
+        centred = y - y.mean(dim=0)  # (not Tensor.var over dim 0: ten times slower here)
+        std = (centred.square().mean(dim=0) + 1e-8).sqrt()  # (B/G, C, H, W)
         stat = std.mean(dim=(1, 2, 3)).to(x.dtype)  # (B/G,) one number per group
         channel = stat.repeat(G)[:, None, None, None].expand(B, 1, H, W)  # image i gets its group's, i mod B/G
         return torch.cat([x, channel], dim=1)
