@@ -6,7 +6,7 @@ Same model config, same batch size, same process, interleaved rounds:
   (the way a plain PyTorch loop, and diffusers' unconditional example, feed a model);
 - ours: `training_step` from training_scripts/train_autoencoder.py under `Accelerator(mixed_precision=...)`
   (bf16 autocast on the CPU), in the memory format the script uses (contiguous unless `--channels_last`), data
-  preprocessed once into one tensor, the script's optimiser (fused AdamW).
+  preprocessed once into one tensor, the script's optimiser.
 
 Flags the benchmark does not know go to the training script's parser, so the model is the one a command trains:
 
