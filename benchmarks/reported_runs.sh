@@ -85,14 +85,15 @@ done
 # 4. training throughput against a plain fp32 loop: the script's default model at batch 64, and the main job's model
 # at batch 16, in one process and with each loop as it is run (ours keeping freed memory, each round in a fresh
 # process; README "Freed memory"); ours with channels-last tensors (the script's default before session 11)
-# (the first four measured again in session 13, after the script took fused AdamW)
 python benchmarks/bench_vae_train.py --steps 20 --rounds 5 --output "$out/bench_vae_train-default.json"
-python benchmarks/bench_vae_train.py --steps 20 --rounds 7 --allocator as_run --output "$out/bench_vae_train-as_run.json"
-main_model="--batch_size 16 --steps 30 --block_out_channels 16 32 64"
-python benchmarks/bench_vae_train.py $main_model --rounds 9 --output "$out/bench_vae_train-main-job.json"
-python benchmarks/bench_vae_train.py $main_model --rounds 7 --allocator as_run --output "$out/bench_vae_train-main-job-as_run.json"
-python benchmarks/bench_vae_train.py $main_model --rounds 5 --channels_last --output "$out/bench_vae_train-main-job-channels_last.json"
+python benchmarks/bench_vae_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_vae_train-as_run.json"
+main_model="--batch_size 16 --steps 30 --rounds 5 --block_out_channels 16 32 64"
+python benchmarks/bench_vae_train.py $main_model --output "$out/bench_vae_train-main-job.json"
+python benchmarks/bench_vae_train.py $main_model --allocator as_run --output "$out/bench_vae_train-main-job-as_run.json"
+python benchmarks/bench_vae_train.py $main_model --channels_last --output "$out/bench_vae_train-main-job-channels_last.json"
 python benchmarks/bench_vae_train.py --batch_size 16 --steps 30 --rounds 3 --block_out_channels 16 32 64 --mixed_precision no  # ours in fp32
+# (fused AdamW, measured at commit c1615c5 and since reverted: the four commands above with --rounds 5 / 7 as_run for
+# the default model and 9 / 7 as_run for the main job's, written to docs/bench_vae_train-{,main-job-}fused-adamw{,-as_run}.json)
 # (the earlier channels-last measurements: docs/bench_vae_train.json, bench_vae_train-b16{,-as_run}.json, made by these
 # commands with --channels_last: python benchmarks/bench_vae_train.py --channels_last --output ...; --batch_size 16
 # --steps 30 --rounds 5 --channels_last [--allocator as_run])

@@ -372,10 +372,10 @@ def validation_grid(model, images: torch.Tensor, generator_seed: int, num_sample
 
 
 def build_optimizer(model, args) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, PyTorch's default (per-tensor) implementation. The fused kernel is
-    faster on small models (the main job's step at batch 16: 1.60× the plain fp32 loop against 1.49×, README
-    "Training throughput") but not bit-identical (about 1e-8 apart after 20 steps), so every result this script
-    reported would no longer be reproduced exactly by its command."""
+    """AdamW over the trainable parameters, PyTorch's default (per-tensor) implementation. The fused kernel is a
+    little faster on small models (the main job's step at batch 16: 1.60× the plain fp32 loop, against 1.49× with
+    this one in an earlier session; README "Training throughput") but not bit-identical (about 1e-8 apart after 20
+    steps), so the results this script reported would no longer be reproduced exactly by their commands."""
     return torch.optim.AdamW(
         [parameter for parameter in model.parameters() if parameter.requires_grad],
         lr=args.learning_rate,
