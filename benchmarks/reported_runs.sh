@@ -171,8 +171,15 @@ python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 17
 # ... and without BatchNorm in the discriminator, as the R1 penalty assumes (session 13)
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
     --no-discriminator_batch_norm --checkpointing_steps 2500 --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-nobn"
-for run in shapes-gan-d4 shapes-gan-flat shapes-gan-d4-17k shapes-gan-nobn; do
+# ... and the same with ProGAN's minibatch standard-deviation channel before the discriminator's last level
+python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
+    --no-discriminator_batch_norm --minibatch_std_group_size 4 --checkpointing_steps 2500 --checkpoints_total_limit 5 \
+    --output_dir "$out/shapes-gan-nobn-mbstd"
+for run in shapes-gan-d4 shapes-gan-flat shapes-gan-d4-17k shapes-gan-nobn shapes-gan-nobn-mbstd; do
     python benchmarks/gan_oracle_tests.py "$out/$run" --output "$out/$run-oracle-tests.json"
+done
+for run in shapes-gan-d4 shapes-gan-flat shapes-gan-nobn shapes-gan-nobn-mbstd; do  # validity at each checkpoint
+    python benchmarks/gan_checkpoint_validity.py "$out/$run" --output "$out/$run-checkpoints.json"
 done
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
     --max_train_steps 3000 --fid_classifier "$out/mnist-classifier" --output_dir "$out/mnist-gan"
