@@ -137,8 +137,8 @@ class MinibatchStd(nn.Module):
 class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
     r"""
     image → logit through strided convolutions (kernel 4, stride 2) with LeakyReLU(0.2) (DCGAN), BatchNorm after
-    all but the first (none with spectral normalisation or `batch_norm=False`), features φ(x) and a linear head ψ. Class-conditional as a
-    projection discriminator (Miyato & Koyama 2018): l(x, y) = ψ(φ(x)) + ⟨embed(y), φ(x)⟩.
+    all but the first (none with spectral normalisation or `batch_norm=False`), features φ(x) and a linear head ψ.
+    Class-conditional as a projection discriminator (Miyato & Koyama 2018): l(x, y) = ψ(φ(x)) + ⟨embed(y), φ(x)⟩.
 
     φ(x) is the last feature map summed over positions (`pooling="sum"`, SNGAN's head: the logit is a sum of
     patch scores, blind to where a patch lies) or flattened (`pooling="flatten"`, DCGAN's own head, a dense layer
@@ -150,9 +150,9 @@ class DCGANDiscriminator(GenZooModelMixin, ConfigMixin):
         num_classes (`int`, *optional*): projection conditioning on this many classes.
         spectral_norm (`bool`, defaults to False): spectral normalisation of every weight (Miyato et al. 2018).
         pooling (`str`, defaults to `"sum"`): `"sum"` or `"flatten"`, how the last feature map becomes φ(x).
-        batch_norm (`bool`, defaults to True): BatchNorm after all but the first level. Off, each image's logit
-            depends on that image alone, as the R1 penalty assumes (Mescheder et al. 2018 and StyleGAN's
-            discriminators have no normalisation).
+        batch_norm (`bool`, defaults to True): BatchNorm after all but the first level. Off (and without the
+            minibatch-std channel), each image's logit depends on that image alone, as the R1 penalty assumes
+            (Mescheder et al. 2018 and StyleGAN's discriminators have no normalisation).
         minibatch_std_group_size (`int`, defaults to 0): with a group size > 0, a `MinibatchStd` channel enters
             the last level (as in StyleGAN's discriminator, which has no BatchNorm to see the batch through).
     """
