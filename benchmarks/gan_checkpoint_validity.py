@@ -9,14 +9,15 @@ BatchNorm statistics re-estimated for them (train_gan.py's `recalibrate_batchnor
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 
 import torch
+from diffusers.training_utils import EMAModel
 
 from hf_genzoo import DCGANGenerator
 from hf_genzoo.data.shapes import ShapesOracle
+from hf_genzoo.training_utils import checkpoint_steps
 from throughput import load_training_script
 
 
@@ -40,19 +41,18 @@ def main():
     config = DCGANGenerator.load_config(config_folder)
     if config.get("num_classes"):
         raise ValueError(f"{args.folder} is class-conditional ({config['num_classes']} classes); this curve is for unconditional runs")
-    checkpoints = sorted(glob.glob(os.path.join(args.folder, "checkpoint-*")), key=lambda path: int(path.rsplit("-", 1)[1]))
-    if not checkpoints:
-        raise ValueError(f"no checkpoint-* folders in {args.folder}")
+    steps = checkpoint_steps(args.folder)  # complete checkpoint-N folders only, oldest first
+    if not steps:
+        raise ValueError(f"no checkpoint-N folders in {args.folder}")
     generator = DCGANGenerator.from_config(config)
+    ema = EMAModel(generator.parameters())
     oracle = ShapesOracle(generator.config.sample_size)
     z = torch.randn(args.num_samples, generator.config.latent_dim, generator=torch.Generator().manual_seed(args.seed))
     curve = {}
-    for checkpoint in checkpoints:
-        step = int(checkpoint.rsplit("-", 1)[1])
-        ema = torch.load(os.path.join(checkpoint, "custom_checkpoint_0.pkl"), weights_only=False)  # EMAModel's state
-        with torch.no_grad():
-            for parameter, shadow in zip(generator.parameters(), ema["shadow_params"], strict=True):
-                parameter.copy_(shadow)
+    for step in steps:
+        state = os.path.join(args.folder, f"checkpoint-{step}", "custom_checkpoint_0.pkl")  # the EMA, as save_state wrote it
+        ema.load_state_dict(torch.load(state, weights_only=False))
+        ema.copy_to(generator.parameters())
         script.recalibrate_batchnorm(generator, seed=0)
         with torch.no_grad():
             images = torch.cat([generator(batch) for batch in z.split(250)]).clamp(-1, 1)
