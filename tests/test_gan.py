@@ -27,9 +27,11 @@ def tiny_generator(**kwargs):
 
 
 @pytest.mark.parametrize("sample_size", [16, 28, 32, 64])
-@pytest.mark.parametrize("num_classes", [None, 5])
-def test_generator_and_discriminator_shapes(sample_size, num_classes):
-    g = DCGANGenerator(latent_dim=8, out_channels=1, sample_size=sample_size, block_out_channels=(16, 8, 8), num_classes=num_classes)
+@pytest.mark.parametrize("num_classes,upsampling", [(None, "transposed"), (5, "transposed"), (None, "nearest")])
+def test_generator_and_discriminator_shapes(sample_size, num_classes, upsampling):
+    g = DCGANGenerator(
+        latent_dim=8, out_channels=1, sample_size=sample_size, block_out_channels=(16, 8, 8), num_classes=num_classes, upsampling=upsampling
+    )
     d = DCGANDiscriminator(in_channels=1, sample_size=sample_size, block_out_channels=(8, 8, 16), num_classes=num_classes, spectral_norm=True)
     labels = None if num_classes is None else torch.tensor([0, 4])
     x = g(torch.randn(2, 8), labels)
@@ -52,6 +54,28 @@ def test_bad_inputs_name_what_is_allowed():
         DCGANGenerator(sample_size=18, block_out_channels=(8, 8, 8))
     with pytest.raises(ValueError, match=r"images must have shape \(B, 3, 32, 32\), got \(1, 3, 16, 16\)"):
         DCGANDiscriminator()(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"upsampling must be one of \('transposed', 'nearest'\), got 'bilinear'"):
+        DCGANGenerator(upsampling="bilinear")
+
+
+@pytest.mark.parametrize("upsampling", ["transposed", "nearest"])
+def test_resize_convolution_upsamples_a_flat_map_without_a_checkerboard(upsampling):
+    """A spatially constant feature map through the first ×2 level: the resize-convolution's output is constant
+    away from the border, while the stride-2 transposed convolution's 2×2 cells repeat a non-constant pattern."""
+    torch.manual_seed(0)
+    g = DCGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8, 8), upsampling=upsampling)
+    start = next(i for i, m in enumerate(g.net) if isinstance(m, torch.nn.ReLU)) + 1  # after the 1×1 → 4×4 level
+    end = next(i for i in range(start, len(g.net)) if isinstance(g.net[i], torch.nn.BatchNorm2d))
+    level = g.net[start:end]
+    flat = torch.randn(1, 16, 1, 1).expand(1, 16, 4, 4)
+    interior = level(flat)[0, :, 2:-2, 2:-2]  # (8, 4, 4), pixels whose receptive field lies inside the map
+    cells = interior.unfold(1, 2, 2).unfold(2, 2, 2)  # (8, 2, 2, 2, 2): the 2×2 cells
+    torch.testing.assert_close(cells, cells[:, :1, :1].expand_as(cells))  # every cell is the same
+    spread = (interior.amax(dim=(1, 2)) - interior.amin(dim=(1, 2))).max()
+    if upsampling == "nearest":
+        assert spread < 1e-5
+    else:
+        assert spread > 1e-2  # the checkerboard
 
 
 def test_projection_discriminator_adds_the_label_embedding_inner_product():
@@ -280,8 +304,9 @@ def test_lazy_r1_is_the_penalty_every_nth_step_weighted_by_n(fresh_accelerator_s
 def test_save_discriminator_publishes_it(fresh_accelerator_state, tmp_path):
     out = tmp_path / "gan"
     flags = ("--spectral_norm", "--loss", "hinge", "--discriminator_pooling", "flatten", "--no-discriminator_batch_norm", "--minibatch_std_group_size", "2")
-    run(*tiny_args(out, "--max_train_steps", "1", "--save_discriminator", *flags))
+    run(*tiny_args(out, "--max_train_steps", "1", "--save_discriminator", "--generator_upsampling", "nearest", *flags))
     pipe = GANPipeline.from_pretrained(out)
+    assert pipe.generator_model.config.upsampling == "nearest"
     assert isinstance(pipe.discriminator, DCGANDiscriminator) and pipe.discriminator.config.spectral_norm
     assert pipe.discriminator.config.pooling == "flatten" and pipe.discriminator.config.batch_norm is False
     assert pipe.discriminator.config.minibatch_std_group_size == 2

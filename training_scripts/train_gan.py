@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline
 from hf_genzoo.hub import write_model_card
 from hf_genzoo.metrics import sample_quality_metrics
-from hf_genzoo.models.gan import DISCRIMINATOR_POOLINGS, GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
+from hf_genzoo.models.gan import DISCRIMINATOR_POOLINGS, GAN_LOSSES, GENERATOR_UPSAMPLINGS, discriminator_loss, generator_loss, r1_penalty
 from hf_genzoo.pipelines import save_gif
 from hf_genzoo.training_utils import (
     add_keep_freed_memory_argument,
@@ -80,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # models
     parser.add_argument("--latent_dim", type=int, default=64)
     parser.add_argument("--generator_channels", type=int, nargs="+", default=[256, 128, 64], help="from the lowest resolution up")
+    parser.add_argument(
+        "--generator_upsampling",
+        default="transposed",
+        choices=GENERATOR_UPSAMPLINGS,
+        help="G's ×2 levels: DCGAN's transposed convolutions, or nearest resize + 3×3 convolution (no checkerboard)",
+    )
     parser.add_argument("--discriminator_channels", type=int, nargs="+", default=[64, 128, 256], help="from the input resolution down")
     parser.add_argument(
         "--discriminator_pooling",
@@ -154,6 +160,7 @@ def build_models(args, num_classes: int | None) -> tuple[DCGANGenerator, DCGANDi
         sample_size=args.resolution,
         block_out_channels=tuple(args.generator_channels),
         num_classes=num_classes,
+        upsampling=args.generator_upsampling,
     )
     discriminator = DCGANDiscriminator(
         in_channels=args.num_channels,

@@ -26,6 +26,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 from .modeling_utils import GenZooModelMixin
 
 GAN_LOSSES = ("minimax", "non_saturating", "hinge")
+GENERATOR_UPSAMPLINGS = ("transposed", "nearest")
 
 
 def _check_sample_size(sample_size: int, num_levels: int, who: str) -> int:
@@ -62,7 +63,11 @@ class DCGANGenerator(GenZooModelMixin, ConfigMixin):
     r"""
     z → image through transposed convolutions (DCGAN): a k×k transposed convolution from 1×1 to the first
     resolution, then ×2 upsampling transposed convolutions (kernel 4, stride 2), each followed by BatchNorm and
-    ReLU, and a 3×3 convolution to `out_channels` with tanh.
+    ReLU, and a 3×3 convolution to `out_channels` with tanh. With `upsampling="nearest"` each ×2 level is instead
+    a nearest-neighbour resize and a 3×3 convolution (Odena et al. 2016, "Deconvolution and checkerboard
+    artifacts"): a stride-2 transposed convolution with kernel 4 gives the output pixels of each 2×2 cell
+    different sums of kernel taps, a checkerboard that the resize-convolution cannot make (2.25× the
+    multiply-adds of those levels).
 
     Parameters:
         latent_dim (`int`, defaults to 64): size of z.
@@ -72,6 +77,8 @@ class DCGANGenerator(GenZooModelMixin, ConfigMixin):
         num_classes (`int`, *optional*): class-conditional with this many classes; the label's embedding
             (`class_embed_dim`) is concatenated to z.
         class_embed_dim (`int`, defaults to 32): size of the label embedding.
+        upsampling (`str`, defaults to `"transposed"`): the ×2 levels, `"transposed"` (DCGAN) or `"nearest"`
+            (resize and 3×3 convolution).
     """
 
     @register_to_config
@@ -83,14 +90,21 @@ class DCGANGenerator(GenZooModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (256, 128, 64),
         num_classes: int | None = None,
         class_embed_dim: int = 32,
+        upsampling: str = "transposed",
     ):
         super().__init__()
+        if upsampling not in GENERATOR_UPSAMPLINGS:
+            raise ValueError(f"upsampling must be one of {GENERATOR_UPSAMPLINGS}, got {upsampling!r}")
         first = _check_sample_size(sample_size, len(block_out_channels), "DCGANGenerator")
         self.class_embedding = nn.Embedding(num_classes, class_embed_dim) if num_classes else None
         in_dim = latent_dim + (class_embed_dim if num_classes else 0)
         layers = [nn.ConvTranspose2d(in_dim, block_out_channels[0], first, bias=False), nn.BatchNorm2d(block_out_channels[0]), nn.ReLU(True)]
         for c_in, c_out in zip(block_out_channels[:-1], block_out_channels[1:]):
-            layers += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+            if upsampling == "transposed":
+                layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False))
+            else:
+                layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
+            layers += [nn.BatchNorm2d(c_out), nn.ReLU(True)]
         layers += [nn.Conv2d(block_out_channels[-1], out_channels, 3, padding=1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
