@@ -175,10 +175,22 @@ python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
     --no-discriminator_batch_norm --minibatch_std_group_size 4 --checkpointing_steps 2500 --checkpoints_total_limit 5 \
     --output_dir "$out/shapes-gan-nobn-mbstd"
-for run in shapes-gan-d4 shapes-gan-flat shapes-gan-d4-17k shapes-gan-nobn shapes-gan-nobn-mbstd; do
+# ... the run without BatchNorm continued from its step-10000 checkpoint to 20,000 steps (session 14), also judged on
+# 10,000 samples; and the same discriminator with a resize-convolution generator, from scratch
+mkdir -p "$out/shapes-gan-nobn-20k" && cp -r "$out/shapes-gan-nobn/checkpoint-10000" "$out/shapes-gan-nobn-20k/"
+python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 20000 --resume_from_checkpoint latest \
+    --r1_gamma 0.1 --r1_interval 16 --no-discriminator_batch_norm --checkpointing_steps 2500 --checkpoints_total_limit 5 \
+    --output_dir "$out/shapes-gan-nobn-20k"
+judge_on_10k shapes-gan-nobn-20k 20000 shapes-gan-nobn-20k-n10k --r1_gamma 0.1 --r1_interval 16 --no-discriminator_batch_norm
+python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
+    --no-discriminator_batch_norm --generator_upsampling nearest --checkpointing_steps 2500 --checkpoints_total_limit 5 \
+    --output_dir "$out/shapes-gan-nobn-resize"
+for run in shapes-gan-d4 shapes-gan-flat shapes-gan-d4-17k shapes-gan-nobn shapes-gan-nobn-mbstd shapes-gan-nobn-20k \
+    shapes-gan-nobn-resize; do
     python benchmarks/gan_oracle_tests.py "$out/$run" --output "$out/$run-oracle-tests.json"
 done
-for run in shapes-gan-d4 shapes-gan-flat shapes-gan-nobn shapes-gan-nobn-mbstd; do  # validity at each checkpoint
+for run in shapes-gan-d4 shapes-gan-flat shapes-gan-nobn shapes-gan-nobn-mbstd shapes-gan-nobn-20k \
+    shapes-gan-nobn-resize; do  # validity at each checkpoint
     python benchmarks/gan_checkpoint_validity.py "$out/$run" --output "$out/$run-checkpoints.json"
 done
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
