@@ -320,7 +320,17 @@ def resume(accelerator: Accelerator, output_dir: str, resume_from_checkpoint: st
         return 0
     if not os.path.isdir(path):
         raise ValueError(f"checkpoint {path} does not exist")
-    accelerator.load_state(path)
+    try:
+        accelerator.load_state(path)
+    except RuntimeError as error:
+        if "Error(s) in loading state_dict" not in str(error):
+            raise
+        lines = str(error).strip().splitlines()
+        detail = "; ".join(line.strip() for line in lines[1:3])  # the first missing / unexpected / mis-sized keys
+        raise ValueError(
+            f"checkpoint {path} holds a different model than these flags build ({lines[0].rstrip(':')}: "
+            f"{detail[:300]}); resume with the model flags the run was started with"
+        ) from error
     step = int(os.path.basename(path.rstrip("/")).split("-")[1])
     logger.info(f"resumed from {path} at step {step}")
     return step

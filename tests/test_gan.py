@@ -329,6 +329,19 @@ def test_resume_continues_exactly(fresh_accelerator_state, tmp_path):
             torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=f"{part}.{name}")
 
 
+@pytest.mark.parametrize("changed", [("--generator_upsampling", "nearest"), ("--generator_channels", "24", "8")])
+def test_resuming_with_other_model_flags_says_so_and_keeps_the_checkpoint(fresh_accelerator_state, tmp_path, changed):
+    out = tmp_path / "gan"
+    run(*tiny_args(out, "--max_train_steps", "3"))
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    before = (out / "checkpoint-3" / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=r"checkpoint-3 holds a different model than these flags build \(Error\(s\) in loading state_dict for DCGANGenerator: (Missing|size mismatch).*resume with the model flags the run was started with"):
+        run(*tiny_args(out, *changed, "--max_train_steps", "6", "--resume_from_checkpoint", "latest"))
+    assert (out / "checkpoint-3" / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
+
+
 def test_diverged_run_names_the_step_and_keeps_the_last_checkpoint(fresh_accelerator_state, tmp_path):
     """Three good steps, then resumed with an absurd learning rate (the flags' rates replace the checkpoint's)."""
     out = tmp_path / "diverged"
