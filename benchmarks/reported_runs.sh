@@ -188,12 +188,17 @@ python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10
 # ... the resize-convolution generator with the default discriminator (session 15)
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
     --generator_upsampling nearest --checkpointing_steps 2500 --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-resize"
+mkdir -p "$out/shapes-gan-resize-20k" && cp -r "$out/shapes-gan-resize/checkpoint-10000" "$out/shapes-gan-resize-20k/"
+python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 20000 --resume_from_checkpoint latest \
+    --r1_gamma 0.1 --r1_interval 16 --generator_upsampling nearest --checkpointing_steps 2500 --checkpoints_total_limit 5 \
+    --output_dir "$out/shapes-gan-resize-20k"
+judge_on_10k shapes-gan-resize-20k 20000 shapes-gan-resize-20k-n10k --r1_gamma 0.1 --r1_interval 16 --generator_upsampling nearest
 for run in shapes-gan-d4 shapes-gan-flat shapes-gan-d4-17k shapes-gan-nobn shapes-gan-nobn-mbstd shapes-gan-nobn-20k \
-    shapes-gan-nobn-resize shapes-gan-resize; do
+    shapes-gan-nobn-resize shapes-gan-resize shapes-gan-resize-20k; do
     python benchmarks/gan_oracle_tests.py "$out/$run" --output "$out/$run-oracle-tests.json"
 done
 for run in shapes-gan-d4 shapes-gan-flat shapes-gan-nobn shapes-gan-nobn-mbstd shapes-gan-nobn-20k \
-    shapes-gan-nobn-resize shapes-gan-resize; do  # validity at each checkpoint
+    shapes-gan-nobn-resize shapes-gan-resize shapes-gan-resize-20k; do  # validity at each checkpoint
     python benchmarks/gan_checkpoint_validity.py "$out/$run" --output "$out/$run-checkpoints.json"
 done
 python training_scripts/train_gan.py --mixed_precision bf16 --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
