@@ -11,8 +11,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState, GradientState
+
+from hf_genzoo.training_utils import resolve_mixed_precision
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -42,7 +44,12 @@ def parse_args(description: str, steps: int) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--mixed_precision", default="bf16", choices=("no", "bf16", "fp16"))
+    parser.add_argument(
+        "--mixed_precision",
+        default="bf16",
+        choices=("auto", "no", "bf16", "fp16"),
+        help="our side's precision; auto: bf16 where the device runs it natively, else no (fp32)",
+    )
     parser.add_argument(
         "--allocator",
         default="default",
@@ -59,6 +66,7 @@ def parse_args(description: str, steps: int) -> argparse.Namespace:
         "(e.g. --block_out_channels 16 32 64, --channels_last)."
     )
     args, args.script_flags = parser.parse_known_args()
+    args.mixed_precision = resolve_mixed_precision(args.mixed_precision, PartialState().device)
     return args
 
 

@@ -41,6 +41,20 @@ def run(*argv):
     return train.main(train.parse_args(list(argv)))
 
 
+def test_mixed_precision_auto_runs_and_the_card_names_what_it_chose(tmp_path, monkeypatch):
+    """`--mixed_precision auto` takes bf16 only on a CPU with native bf16 kernels, and the model card's command
+    names the precision the run used, so the command repeats the run on any machine."""
+    from hf_genzoo.training_utils import cpu_runs_bf16_natively
+
+    out = tmp_path / "auto"
+    argv = tiny_args(out, "--model", "ae", "--max_train_steps", "2", "--mixed_precision", "auto")
+    monkeypatch.setattr(sys, "argv", ["train_autoencoder.py", *argv])
+    run(*argv)
+    chosen = "bf16" if cpu_runs_bf16_natively() else "no"
+    card = (out / "README.md").read_text()
+    assert f"--max_train_steps 2 --mixed_precision {chosen}" in card and "--mixed_precision auto" not in card
+
+
 def test_vae_run_writes_a_loadable_model_folder(tmp_path):
     out = tmp_path / "vae"
     run(*tiny_args(out, "--model", "vae", "--mixed_precision", "bf16"))

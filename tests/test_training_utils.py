@@ -11,7 +11,16 @@ import pytest
 import torch
 from diffusers.optimization import get_scheduler
 
-from hf_genzoo.training_utils import epoch_permutation, micro_batches, plan_steps, set_learning_rate
+from hf_genzoo import training_utils
+from hf_genzoo.training_utils import (
+    epoch_permutation,
+    micro_batches,
+    plan_steps,
+    resolve_mixed_precision,
+    set_learning_rate,
+    training_command,
+    warn_if_slow_bf16,
+)
 
 
 def test_set_learning_rate_rescales_a_running_schedule():
@@ -88,3 +97,42 @@ def test_keep_freed_cpu_memory_stops_refaulting_a_freed_buffer():
     for env in ({"MALLOC_ARENA_MAX": "2"}, {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1000000"}):
         kept, faults_user = _faults_probe("keep", **env)
         assert kept == "False" and faults_user * 2 > faults_default
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_mixed_precision_auto_takes_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, native):
+    monkeypatch.setattr(training_utils, "cpu_runs_bf16_natively", lambda: native)
+    cpu = torch.device("cpu")
+    assert resolve_mixed_precision("auto", cpu) == ("bf16" if native else "no")
+    for asked in ("no", "bf16", "fp16", None):  # what the user asked for is kept, native or not
+        assert resolve_mixed_precision(asked, cpu) == asked
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo") or platform.machine() != "x86_64", reason="reads x86 CPU flags")
+def test_native_bf16_check_agrees_with_the_cpu_flags():
+    """PyTorch's oneDNN check and the CPU's own flags (AVX-512 BW or AMX on x86) say the same about this machine."""
+    with open("/proc/cpuinfo") as f:
+        flags = set(next(line for line in f if line.startswith("flags")).split())
+    assert training_utils.cpu_runs_bf16_natively() == bool({"avx512bw", "amx_bf16"} & flags)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_kernels_warns(monkeypatch, native):
+    monkeypatch.setattr(training_utils, "cpu_runs_bf16_natively", lambda: native)
+    messages = []
+    log = SimpleNamespace(warning=messages.append)
+    warn_if_slow_bf16(SimpleNamespace(device=torch.device("cpu"), mixed_precision="bf16"), log)
+    warn_if_slow_bf16(SimpleNamespace(device=torch.device("cpu"), mixed_precision="no"), log)
+    if native:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and "slower than fp32" in messages[0] and "--mixed_precision no" in messages[0]
+
+
+def test_training_command_names_the_precision_auto_resolved_to():
+    args = SimpleNamespace(mixed_precision="no")
+    assert training_command("train_gan", args, ["--mixed_precision", "auto", "--seed", "1"]) == (
+        "accelerate launch training_scripts/train_gan.py --mixed_precision no --seed 1"
+    )
+    assert training_command("train_gan", args, ["--mixed_precision=auto"]).endswith("train_gan.py --mixed_precision=no")
+    assert training_command("train_gan", args, ["--output_dir", "auto"]).endswith("--output_dir auto")

@@ -34,6 +34,8 @@ from hf_genzoo.hub import load_model_component, write_model_card
 from hf_genzoo.metrics import encode_means, evaluate_autoencoder, evaluate_vqvae
 from hf_genzoo.training_utils import (
     add_keep_freed_memory_argument,
+    add_mixed_precision_argument,
+    training_command,
     card_dataset_fields,
     end_training,
     TrainingDivergedError,
@@ -172,7 +174,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adam_beta2", type=float, default=0.999)
     parser.add_argument("--adam_weight_decay", type=float, default=0.0)
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None, help="default: accelerate config")
+    add_mixed_precision_argument(parser)
     parser.add_argument(
         "--channels_last",
         action=argparse.BooleanOptionalAction,
@@ -553,7 +555,7 @@ def save_model_folder(args, model, metrics: dict, grid, markov_chain_steps: int 
     with staged_model_folder(args.output_dir, metrics) as staging:
         AutoencoderPipeline(model=model).save_pretrained(staging)
         grid.save(os.path.join(staging, "samples.png"))
-        command = "accelerate launch training_scripts/train_autoencoder.py " + " ".join(sys.argv[1:])
+        command = training_command("train_autoencoder", args)
         source = args.pretrained_model_name_or_path
         fine_tuned = ""
         if source:

@@ -37,6 +37,8 @@ from hf_genzoo.hub import write_model_card
 from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.training_utils import (
     add_keep_freed_memory_argument,
+    add_mixed_precision_argument,
+    training_command,
     card_dataset_fields,
     end_training,
     TrainingDivergedError,
@@ -111,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adam_beta2", type=float, default=0.999)
     parser.add_argument("--adam_weight_decay", type=float, default=0.0)
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None, help="default: accelerate config")
+    add_mixed_precision_argument(parser)
     parser.add_argument(
         "--channels_last",
         action=argparse.BooleanOptionalAction,
@@ -501,7 +503,7 @@ def save_model_folder(args, pipe: PixelDiffusionPipeline, metrics: dict, grid, n
     with staged_model_folder(args.output_dir, metrics) as staging:
         pipe.save_pretrained(staging)
         grid.save(os.path.join(staging, "samples.png"))
-        command = "accelerate launch training_scripts/train_diffusion.py " + " ".join(sys.argv[1:])
+        command = training_command("train_diffusion", args)
         summary = f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s; samples by DDIM with {metrics['num_inference_steps']} steps"
         if "guidance_scale" in metrics:
             summary += f" and guidance scale {metrics['guidance_scale']}"

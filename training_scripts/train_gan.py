@@ -38,6 +38,8 @@ from hf_genzoo.models.gan import DISCRIMINATOR_POOLINGS, GAN_LOSSES, GENERATOR_U
 from hf_genzoo.pipelines import save_gif
 from hf_genzoo.training_utils import (
     add_keep_freed_memory_argument,
+    add_mixed_precision_argument,
+    training_command,
     card_dataset_fields,
     end_training,
     TrainingDivergedError,
@@ -118,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--discriminator_learning_rate", type=float, default=2e-4)
     parser.add_argument("--adam_beta1", type=float, default=0.5, help="DCGAN's β₁")
     parser.add_argument("--adam_beta2", type=float, default=0.999)
-    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None, help="default: accelerate config")
+    add_mixed_precision_argument(parser)
     parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True, help="EMA of the generator (published)")
     parser.add_argument("--ema_max_decay", type=float, default=0.999)
@@ -444,7 +446,7 @@ def save_model_folder(args, pipe: GANPipeline, metrics: dict, num_classes: int |
         strip, frames = interpolation_strip(pipe, args.seed, num_classes)
         strip.save(os.path.join(staging, "interpolation.png"))
         save_gif(frames, os.path.join(staging, "interpolation.gif"))
-        command = "accelerate launch training_scripts/train_gan.py " + " ".join(sys.argv[1:])
+        command = training_command("train_gan", args)
         summary = f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s; metrics on {metrics['generated']} samples of the EMA generator"
         if "fid_domain" in metrics:
             summary += f"; FID on the features of the domain classifier `{args.fid_classifier}`"

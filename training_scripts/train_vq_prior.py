@@ -34,6 +34,8 @@ from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.models.code_prior import CodeLayout, build_code_prior, code_nll, codes_to_tokens, nats_to_bits_per_dim
 from hf_genzoo.training_utils import (
     add_keep_freed_memory_argument,
+    add_mixed_precision_argument,
+    training_command,
     card_dataset_fields,
     end_training,
     TrainingDivergedError,
@@ -87,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr_warmup_steps", type=int, default=200)
     parser.add_argument("--adam_weight_decay", type=float, default=0.01)
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None, help="default: accelerate config")
+    add_mixed_precision_argument(parser)
     parser.add_argument("--use_ema", action="store_true", help="EMA of the prior's weights (saved and sampled from)")
     parser.add_argument("--ema_decay", type=float, default=0.999)
     parser.add_argument("--seed", type=int, default=0)
@@ -337,7 +339,7 @@ def save_model_folder(args, pipe: VQVAEPipeline, metrics: dict, grid, num_classe
             metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated", "nll_images")},
             training_summary=f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s (the prior; the VQ-VAE `{args.vqvae}` was trained first); samples with {sampling}",
             sample_grid="samples.png",
-            training_command="accelerate launch training_scripts/train_vq_prior.py " + " ".join(sys.argv[1:]),
+            training_command=training_command("train_vq_prior", args),
         )
 
 
