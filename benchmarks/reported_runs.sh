@@ -14,6 +14,10 @@ main_job="python training_scripts/train_autoencoder.py --model vae --mixed_preci
 # 1. the main job: VAE on the shapes world (peak memory from /usr/bin/time -v); samples from the latent mixture,
 # directly and after the 20-step decode/re-encode chain
 /usr/bin/time -v $main_job --output_dir "$out/shapes-vae" 2> "$out/shapes-vae.time" || true
+# session 16, on a CPU without native bf16 kernels (AMD EPYC, Zen 3, AVX2): the README's command, --mixed_precision
+# auto (fp32 there, bf16 on a CPU with AVX-512 or AMX, where it is the run above)
+/usr/bin/time -v ${main_job/--mixed_precision bf16/--mixed_precision auto} --output_dir "$out/shapes-vae-auto" \
+    2> "$out/shapes-vae-auto.time" || true
 # its mixture refitted (M = 300 and 500) with three more seeds of the EM start and the draws: 3,000 more samples
 # (docs/shapes-vae-refit-seeds.json holds the three outputs side by side, keyed seed1..seed3; likewise
 # docs/shapes-vae-w64-25ep-refit-seeds.json below)

@@ -163,7 +163,7 @@ def warn_if_slow_bf16(accelerator: Accelerator, log=logger) -> None:
     """bf16 autocast on a CPU without native bf16 kernels is slower than fp32, not faster: say so at the start."""
     if accelerator.device.type == "cpu" and accelerator.mixed_precision == "bf16" and not cpu_runs_bf16_natively():
         log.warning(
-            f"bf16 autocast on this CPU runs on PyTorch's reference kernels, several times slower than fp32: "
+            "bf16 autocast on this CPU runs on PyTorch's reference kernels, several times slower than fp32: "
             f"oneDNN's bf16 kernels need AVX-512 or AMX, and PyTorch reports {torch.backends.cpu.get_cpu_capability()}. "
             "Pass --mixed_precision no, or auto to take bf16 only where it is native"
         )
@@ -182,10 +182,10 @@ def training_command(script: str, args, argv: list[str] | None = None) -> str:
 
 
 def setup_accelerator(args, log=logger, accumulate: bool = True) -> Accelerator:
-    """The Accelerator every script starts with (mixed precision, `auto` resolved for the device, trackers under `output_dir/logging_dir`, and
-    Accelerate's gradient accumulation unless the script accumulates by hand: `accumulate=False`), the logging
-    format, the seed, the thread-count and slow-bf16 warnings, on the CPU `keep_freed_cpu_memory` (when `args.keep_freed_memory`),
-    and the output folder."""
+    """The Accelerator every script starts with (mixed precision, `auto` resolved for the device; trackers under
+    `output_dir/logging_dir`; Accelerate's gradient accumulation unless the script accumulates by hand:
+    `accumulate=False`), the logging format, the seed, the thread-count and slow-bf16 warnings, on the CPU
+    `keep_freed_cpu_memory` (when `args.keep_freed_memory`), and the output folder."""
     from accelerate import PartialState
     from accelerate.utils import ProjectConfiguration, set_seed
 
