@@ -96,6 +96,10 @@ python benchmarks/bench_vae_train.py $main_model --output "$out/bench_vae_train-
 python benchmarks/bench_vae_train.py $main_model --allocator as_run --output "$out/bench_vae_train-main-job-as_run.json"
 python benchmarks/bench_vae_train.py $main_model --channels_last --output "$out/bench_vae_train-main-job-channels_last.json"
 python benchmarks/bench_vae_train.py --batch_size 16 --steps 30 --rounds 3 --block_out_channels 16 32 64 --mixed_precision no  # ours in fp32
+# session 17, on an AMD EPYC (Zen 5, AVX-512 BF16): the first three again, written to docs/bench_vae_train-zen5-*.json
+python benchmarks/bench_vae_train.py --steps 20 --rounds 5 --output "$out/bench_vae_train-zen5-default.json"
+python benchmarks/bench_vae_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_vae_train-zen5-as_run.json"
+python benchmarks/bench_vae_train.py $main_model --output "$out/bench_vae_train-zen5-main-job.json"
 # (fused AdamW, measured at commit c1615c5 and since reverted: the four commands above with --rounds 5 / 7 as_run for
 # the default model and 9 / 7 as_run for the main job's, written to docs/bench_vae_train-{,main-job-}fused-adamw{,-as_run}.json)
 # (the earlier channels-last measurements: docs/bench_vae_train.json, bench_vae_train-b16{,-as_run}.json, made by these
@@ -236,6 +240,10 @@ done
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --allocator kept --output "$out/bench_diffusion_train-kept.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 7 --allocator as_run --output "$out/bench_diffusion_train-as_run.json"
+# session 17, on an AMD EPYC (Zen 5): in one process and as run, 5 rounds each; channels-last, 3 rounds
+python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train-zen5-default.json"
+python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_diffusion_train-zen5-as_run.json"
+python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3 --channels_last
 python benchmarks/sample_memory.py "$out/shapes-ddpm" --batch_size 64 --output "$out/sample_memory.json"
 
 # 9. VQ-VAE with and without dead-code restart, on the shapes world and on MNIST; then the GPT-2 priors
