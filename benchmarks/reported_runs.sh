@@ -18,7 +18,16 @@ main_job="python training_scripts/train_autoencoder.py --model vae --mixed_preci
 # auto (fp32 there, bf16 on a CPU with AVX-512 or AMX, where it is the run above)
 /usr/bin/time -v ${main_job/--mixed_precision bf16/--mixed_precision auto} --output_dir "$out/shapes-vae-auto" \
     2> "$out/shapes-vae-auto.time" || true
-# its mixture refitted (M = 300 and 500) with three more seeds of the EM start and the draws: 3,000 more samples
+# session 17, on an AMD EPYC (Zen 5, AVX-512 BF16): the README's command again (auto took bf16 there: the run above,
+# to the last digit; docs/shapes-vae-zen5-metrics.json), and in fp32 (docs/shapes-vae-fp32-zen5-metrics.json) with
+# three refits of its mixture (docs/shapes-vae-fp32-zen5-refit-seeds.json, keyed seed1..seed3)
+/usr/bin/time -v ${main_job/--mixed_precision bf16/--mixed_precision no} --output_dir "$out/shapes-vae-fp32" \
+    2> "$out/shapes-vae-fp32.time" || true
+for seed in 1 2 3; do
+    python training_scripts/refit_latent_prior.py "$out/shapes-vae-fp32" --components 300 --markov_chain_steps 20 \
+        --seed $seed --output "$out/shapes-vae-fp32-refit-seed$seed.json"
+done
+# the main job's mixture ("$out/shapes-vae") refitted (M = 300 and 500) with three more seeds of the EM start and the draws: 3,000 more samples
 # (docs/shapes-vae-refit-seeds.json holds the three outputs side by side, keyed seed1..seed3; likewise
 # docs/shapes-vae-w64-25ep-refit-seeds.json below)
 for seed in 1 2 3; do
