@@ -210,6 +210,12 @@ python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 20
     --r1_gamma 0.1 --r1_interval 16 --generator_upsampling nearest --checkpointing_steps 2500 --checkpoints_total_limit 5 \
     --output_dir "$out/shapes-gan-resize-20k"
 judge_on_10k shapes-gan-resize-20k 20000 shapes-gan-resize-20k-n10k --r1_gamma 0.1 --r1_interval 16 --generator_upsampling nearest
+# ... and with StyleGAN2's Adam betas (0, 0.99), 5,000 steps (session 17; docs/shapes-gan-resize-adam0-5k-*)
+python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 5000 --r1_gamma 0.1 --r1_interval 16 \
+    --generator_upsampling nearest --adam_beta1 0.0 --adam_beta2 0.99 --checkpointing_steps 2500 --checkpoints_total_limit 5 \
+    --output_dir "$out/shapes-gan-resize-b0"
+python benchmarks/gan_checkpoint_validity.py "$out/shapes-gan-resize-b0" --output "$out/shapes-gan-resize-b0-checkpoints.json"
+python benchmarks/gan_oracle_tests.py "$out/shapes-gan-resize-b0" --output "$out/shapes-gan-resize-b0-oracle-tests.json"
 for run in shapes-gan-d4 shapes-gan-flat shapes-gan-d4-17k shapes-gan-nobn shapes-gan-nobn-mbstd shapes-gan-nobn-20k \
     shapes-gan-nobn-resize shapes-gan-resize shapes-gan-resize-20k; do
     python benchmarks/gan_oracle_tests.py "$out/$run" --output "$out/$run-oracle-tests.json"
