@@ -86,24 +86,6 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
 
 
-def test_torch_compile_trains_the_same_weights_through_the_compiled_unet(tmp_path):
-    """--torch_compile runs the step through torch.compile (here its "eager" backend, which traces with dynamo and
-    runs the captured graph as it is, so the numbers must not move) and saves plain UNet weights, not the compiled
-    wrapper's: the same folder, checkpoints and EMA weights as the eager run."""
-    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
-    run(*tiny_args(eager, "--max_train_steps", "3", "--num_likelihood_images", "0"))
-    torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
-    run(*tiny_args(compiled, "--max_train_steps", "3", "--num_likelihood_images", "0", "--torch_compile", "--torch_compile_backend", "eager"))
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the step did go through dynamo
-    for name in ("unet/diffusion_pytorch_model.safetensors", "checkpoint-3/model.safetensors"):
-        a, b = load_file(eager / name), load_file(compiled / name)
-        assert a.keys() == b.keys(), name  # no "_orig_mod." prefix
-        for key in a:
-            torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=f"{name}: {key}")
-    PixelDiffusionPipeline.from_pretrained(compiled)
-
-
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
     out = tmp_path / "diverged"
     with pytest.raises(train.TrainingDivergedError, match=r"at step (\d+).*(checkpoint-\d+)") as excinfo:
@@ -209,7 +191,6 @@ def test_bad_flags_are_refused_with_the_values(capsys):
         (["--beta_schedule", "cubic"], "invalid choice: 'cubic'"),
         (["--label_dropout", "1.5"], "--label_dropout must lie in [0, 1), got 1.5"),
         (["--norm_num_groups", "5"], "--norm_num_groups 5 must divide every --block_out_channels"),
-        (["--torch_compile", "--torch_compile_backend", "nope"], "--torch_compile_backend 'nope' is not a torch.compile backend"),
     ]:
         with pytest.raises(SystemExit):
             train.parse_args(argv)
