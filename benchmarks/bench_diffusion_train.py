@@ -9,13 +9,9 @@ Same UNet config (the script's defaults), same batch size, same process, EMA in 
 - ours: `training_step` from training_scripts/train_diffusion.py under `Accelerator(mixed_precision=...)` (bf16
   autocast on the CPU), the script's memory format (contiguous by default: channels-last is slower for this UNet
   on the CPU) and attention kernel (`prepare_for_training`), its fused AdamW and foreach EMA, data preprocessed
-  once into one tensor; with `--torch_compile` (passed on to the script) its UNet compiled as the script compiles it.
-
-Each round builds its model afresh and times its steps after the first, on both sides: the first step builds oneDNN's
-primitives (and the loader, or with --torch_compile the compiled graph), a cost paid once per run.
+  once into one tensor.
 
     python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3
-    python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3 --torch_compile
 """
 
 from __future__ import annotations
@@ -63,9 +59,8 @@ def reference_rounds(unet, dataset, batch_size: int, steps: int, lr: float, reso
     ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, power=0.75)
     unet.train()
     batches = iter(loader)
-    for i in range(steps + 1):
-        if i == 1:  # the first step (the loader's start, oneDNN's primitives) is not timed
-            start = time.perf_counter()
+    start = time.perf_counter()
+    for _ in range(steps):
         clean_images = next(batches)["input"]
         noise = torch.randn(clean_images.shape)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (clean_images.shape[0],)).long()
@@ -86,20 +81,18 @@ def reference_rounds(unet, dataset, batch_size: int, steps: int, lr: float, reso
 
 def our_step(script, args_ns, mixed_precision: str) -> Callable[[torch.Tensor, int], None]:
     """A fresh UNet set up as train_diffusion.py sets it up (attention kernel, fused AdamW, foreach EMA under
-    `Accelerator(mixed_precision=...)`, `torch.compile` with --torch_compile); returns `step(x_0, i)`, one training
-    step plus the EMA update."""
+    `Accelerator(mixed_precision=...)`); returns `step(x_0, i)`, one training step plus the EMA update."""
     accelerator = fresh_accelerator(mixed_precision)
     unet = script.prepare_for_training(script.build_unet(args_ns, None), args_ns, accelerator.device)
     noise_scheduler = script.build_noise_scheduler(args_ns)
     optimizer = script.build_optimizer(unet, args_ns)
     lr_scheduler = get_scheduler("constant", optimizer=optimizer)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    train_unet = script.compile_for_training(unet, args_ns)
     ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, power=0.75, foreach=True)
     unet.train()
 
     def step(x_0: torch.Tensor, i: int) -> None:
-        script.training_step(accelerator, train_unet, noise_scheduler, optimizer, lr_scheduler, x_0, torch.Generator().manual_seed(i), args_ns)
+        script.training_step(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, x_0, torch.Generator().manual_seed(i), args_ns)
         ema.step(unet.parameters())
 
     return step
@@ -109,9 +102,8 @@ def our_rounds(script, args_ns, images: torch.Tensor, batch_size: int, steps: in
     step = our_step(script, args_ns, mixed_precision)
     memory_format = script_memory_format(args_ns)
     order = torch.randperm(len(images))
-    for i in range(steps + 1):
-        if i == 1:  # the first step (oneDNN's primitives; with --torch_compile, the compiling) is not timed
-            start = time.perf_counter()
+    start = time.perf_counter()
+    for i in range(steps):
         step(images[order[i * batch_size : (i + 1) * batch_size]].contiguous(memory_format=memory_format), i)
     return steps * batch_size / (time.perf_counter() - start)
 

@@ -120,20 +120,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=False,
         help="channels-last tensors; off by default: with the UNet's skip concatenations it is slower on the CPU under bf16 (benchmarks/bench_diffusion_train.py)",
     )
-    parser.add_argument(
-        "--torch_compile",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="compile the UNet's training forward and backward with torch.compile (sampling and evaluation stay eager): "
-        "on a 2-core CPU with AMX about 15 %% less time per step, after about a minute of compiling at the start and "
-        "again for an epoch's last, smaller batch; pays off from a few thousand steps; needs a C++ compiler for "
-        "inductor (README, benchmarks/bench_diffusion_train.py)",
-    )
-    parser.add_argument(
-        "--torch_compile_backend",
-        default="inductor",
-        help="torch.compile's backend with --torch_compile (torch._dynamo.list_backends() lists them)",
-    )
     parser.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True, help="EMA of the UNet weights (saved and sampled from)")
     parser.add_argument("--ema_max_decay", type=float, default=0.9999)
     parser.add_argument("--ema_power", type=float, default=0.75, help="EMA warm-up: decay = 1 − (1 + step)^−power, capped at --ema_max_decay")
@@ -177,10 +163,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad_groups = [c for c in args.block_out_channels if c % args.norm_num_groups]
     if bad_groups:
         parser.error(f"--norm_num_groups {args.norm_num_groups} must divide every --block_out_channels, not {bad_groups}")
-    if args.torch_compile:
-        if args.torch_compile_backend not in torch._dynamo.list_backends(exclude_tags=()):  # the debug ones too
-            shown = ", ".join(torch._dynamo.list_backends())
-            parser.error(f"--torch_compile_backend {args.torch_compile_backend!r} is not a torch.compile backend (such as {shown}, eager)")
     return args
 
 
@@ -227,15 +209,6 @@ def prepare_for_training(unet: UNet2DModel, args, device: torch.device) -> UNet2
             if isinstance(module, Attention):
                 module.set_processor(AttnProcessor())
     return unet
-
-
-def compile_for_training(unet: torch.nn.Module, args) -> torch.nn.Module:
-    """With --torch_compile, the callable the training step runs: `torch.compile(unet)`, which shares the UNet's
-    parameters, so the optimiser, EMA, checkpoints and the eager sampling all act on the same weights; without, the UNet
-    itself. Static shapes: the full batch compiles once and an epoch's last, smaller batch once more."""
-    if not args.torch_compile:
-        return unet
-    return torch.compile(unet, backend=args.torch_compile_backend, dynamic=False)
 
 
 def build_optimizer(unet: UNet2DModel, args) -> torch.optim.AdamW:
@@ -425,7 +398,6 @@ def main(args: argparse.Namespace) -> str:
     )
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     unwrapped = accelerator.unwrap_model(unet)
-    train_unet = compile_for_training(unet, args)
     ema = None
     if args.use_ema:
         ema = EMAModel(
@@ -468,7 +440,7 @@ def main(args: argparse.Namespace) -> str:
         labels = None if train_labels is None else train_labels[indices].to(accelerator.device)
         generator = micro_batch_generator(args.seed, micro_index, accelerator.process_index)
         loss = training_step(
-            accelerator, train_unet, noise_scheduler, optimizer, lr_scheduler, x_0, generator, args, labels, num_classes
+            accelerator, unet, noise_scheduler, optimizer, lr_scheduler, x_0, generator, args, labels, num_classes
         )
         if loss is None:
             progress.close()
