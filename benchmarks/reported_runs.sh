@@ -259,6 +259,19 @@ python benchmarks/bench_diffusion_train.py --steps 20 --rounds 7 --allocator as_
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train-zen5-default.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_diffusion_train-zen5-as_run.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3 --channels_last
+# session 18, on an Intel Xeon with AMX (2 cores): in one process and as run, 5 rounds each; channels-last, 3 rounds
+python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train-amx-default.json"
+python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_diffusion_train-amx-as_run.json"
+python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3 --channels_last
+# ... torch.compile's gradients against eager, one batch (docs/compiled_gradients-*.json)
+python benchmarks/compiled_gradients.py --class_conditional --output "$out/compiled_gradients-inductor.json"
+python benchmarks/compiled_gradients.py --class_conditional --no_layout_optimization --output "$out/compiled_gradients-inductor-no-layout-optimization.json"
+python benchmarks/compiled_gradients.py --class_conditional --backend aot_eager --output "$out/compiled_gradients-aot_eager.json"
+# ... and the 4,500-step run of section 5 through inductor (a --torch_compile flag of commit 1383f0d, since
+# reverted): docs/shapes-ddpm-compiled-inductor-4.5k-metrics.json
+#   git checkout 1383f0d -- training_scripts/train_diffusion.py
+#   python training_scripts/train_diffusion.py --class_conditional --mixed_precision bf16 --prediction_type v_prediction \
+#       --snr_gamma 5 --max_train_steps 4500 --likelihood_timesteps 200 --torch_compile --output_dir "$out/shapes-ddpm-compile"
 python benchmarks/sample_memory.py "$out/shapes-ddpm" --batch_size 64 --output "$out/sample_memory.json"
 
 # 9. VQ-VAE with and without dead-code restart, on the shapes world and on MNIST; then the GPT-2 priors

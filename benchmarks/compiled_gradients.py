@@ -1,0 +1,117 @@
+"""Does `torch.compile` give train_diffusion.py's UNet the gradients eager mode gives it, and how much faster is it?
+
+One batch of the shapes world, the script's loss (`diffusion_loss`, bf16 autocast as the script runs it on the CPU),
+backward through the eager UNet and through a compiled copy with the same weights; then forward + backward timed for
+each. Reported: the loss of each, the relative difference of the whole gradient, the parameter tensors whose
+gradient differs by more than 10 % (and how many of them the compiled backward leaves at zero), and the seconds per
+forward + backward. Flags it does not know go to the training script (e.g. --class_conditional).
+
+    python benchmarks/compiled_gradients.py --class_conditional
+    python benchmarks/compiled_gradients.py --class_conditional --no_layout_optimization
+    python benchmarks/compiled_gradients.py --class_conditional --backend aot_eager
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+import torch
+
+from hf_genzoo.data import load_image_dataset
+from throughput import load_training_script
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", default="inductor", help="torch.compile's backend")
+    parser.add_argument(
+        "--no_layout_optimization",
+        action="store_true",
+        help="inductor's layout_optimization off (it turns the convolutions channels-last inside the graph)",
+    )
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10, help="timed forward + backward passes of each")
+    parser.add_argument("--output", default=None, help="write the result as JSON here")
+    args, script_flags = parser.parse_known_args()
+    return args, script_flags
+
+
+def main():
+    args, script_flags = parse_args()
+    script = load_training_script("train_diffusion")
+    script_args = script.parse_args(script_flags)
+    data = load_image_dataset("shapes", resolution=script_args.resolution, num_samples=args.batch_size)[:]
+    x_0 = data["pixel_values"]
+    num_classes = 21 if script_args.class_conditional else None
+    labels = torch.arange(args.batch_size) % 21 if num_classes else None
+
+    torch.manual_seed(0)
+    eager = script.prepare_for_training(script.build_unet(script_args, num_classes), script_args, "cpu").train()
+    twin = copy.deepcopy(eager)
+    options = {"layout_optimization": False} if args.no_layout_optimization else None
+    compiled = torch.compile(twin, backend=args.backend, dynamic=False, options=options)
+    noise_scheduler = script.build_noise_scheduler(script_args)
+
+    def forward_backward(unet, params) -> float:
+        for p in params.parameters():
+            p.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = script.diffusion_loss(
+                unet, noise_scheduler, x_0, torch.Generator().manual_seed(1), labels, num_classes, 0.0, script_args.snr_gamma
+            )
+        loss.backward()
+        return loss.item()
+
+    compile_start = time.perf_counter()
+    compiled_loss = forward_backward(compiled, twin)
+    compile_seconds = time.perf_counter() - compile_start
+    eager_loss = forward_backward(eager, eager)
+
+    differing, zeroed = [], []
+    for (name, p_eager), p_compiled in zip(eager.named_parameters(), twin.parameters()):
+        if p_eager.grad is None or p_eager.grad.norm() == 0:
+            continue
+        relative = float((p_compiled.grad - p_eager.grad).norm() / p_eager.grad.norm())
+        if relative > 0.1:
+            differing.append((name, round(relative, 3)))
+            if p_compiled.grad.norm() == 0:
+                zeroed.append(name)
+    g_eager = torch.cat([p.grad.flatten() for p in eager.parameters() if p.grad is not None])
+    g_compiled = torch.cat([p.grad.flatten() for p in twin.parameters() if p.grad is not None])
+
+    seconds = {}
+    for label, unet, params in (("eager", eager, eager), ("compiled", compiled, twin)):
+        forward_backward(unet, params)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            forward_backward(unet, params)
+        seconds[label] = round((time.perf_counter() - start) / args.steps, 4)
+
+    result = {
+        "backend": args.backend,
+        "layout_optimization": not args.no_layout_optimization,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "loss_eager": eager_loss,
+        "loss_compiled": compiled_loss,
+        "gradient_relative_difference": round(float((g_compiled - g_eager).norm() / g_eager.norm()), 5),
+        "parameter_tensors": sum(1 for _ in eager.parameters()),
+        "tensors_differing_over_10_percent": len(differing),
+        "of_them_zero_in_the_compiled_backward": len(zeroed),
+        "first_differing": differing[:3],
+        "first_zeroed": zeroed[:3],
+        "first_compiled_pass_seconds": round(compile_seconds, 1),
+        "forward_backward_seconds": seconds,
+    }
+    print(json.dumps(result, indent=2))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
