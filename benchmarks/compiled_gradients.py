@@ -9,6 +9,7 @@ forward + backward. Flags it does not know go to the training script (e.g. --cla
     python benchmarks/compiled_gradients.py --class_conditional
     python benchmarks/compiled_gradients.py --class_conditional --no_layout_optimization
     python benchmarks/compiled_gradients.py --class_conditional --backend aot_eager
+    python benchmarks/compiled_gradients.py --class_conditional --fp32   # or --stock_attention
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def parse_args():
         action="store_true",
         help="inductor's layout_optimization off (it turns the convolutions channels-last inside the graph)",
     )
+    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    parser.add_argument(
+        "--stock_attention",
+        action="store_true",
+        help="diffusers' default attention processor instead of the one prepare_for_training sets on the CPU",
+    )
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10, help="timed forward + backward passes of each")
     parser.add_argument("--output", default=None, help="write the result as JSON here")
@@ -49,7 +56,10 @@ def main():
     labels = torch.arange(args.batch_size) % 21 if num_classes else None
 
     torch.manual_seed(0)
-    eager = script.prepare_for_training(script.build_unet(script_args, num_classes), script_args, "cpu").train()
+    eager = script.build_unet(script_args, num_classes)
+    if not args.stock_attention:
+        eager = script.prepare_for_training(eager, script_args, "cpu")
+    eager.train()
     twin = copy.deepcopy(eager)
     options = {"layout_optimization": False} if args.no_layout_optimization else None
     compiled = torch.compile(twin, backend=args.backend, dynamic=False, options=options)
@@ -58,7 +68,7 @@ def main():
     def forward_backward(unet, params) -> float:
         for p in params.parameters():
             p.grad = None
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.fp32):
             loss = script.diffusion_loss(
                 unet, noise_scheduler, x_0, torch.Generator().manual_seed(1), labels, num_classes, 0.0, script_args.snr_gamma
             )
@@ -93,6 +103,8 @@ def main():
     result = {
         "backend": args.backend,
         "layout_optimization": not args.no_layout_optimization,
+        "autocast": "no" if args.fp32 else "bf16",
+        "attention_processor": "diffusers' default" if args.stock_attention else "the script's (AttnProcessor)",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
