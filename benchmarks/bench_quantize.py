@@ -7,13 +7,13 @@ against the naive broadcasted distance (z[:, None] − e[None]).pow(2).sum(−1)
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
 
 from hf_genzoo.models import nearest_codes
+from throughput import write_report
 
 
 def naive_codes(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -51,10 +51,7 @@ def main():
             "naive_peak_tensor_mib": round(n * k * d * 4 / 2**20),
         })
     result = {"threads": torch.get_num_threads(), "cases": results}
-    print(json.dumps(result, indent=2))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+    write_report(result, args.output)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 
 import torch
 
 from hf_genzoo.data import load_image_dataset
-from throughput import load_training_script
+from throughput import load_training_script, write_report
 
 
 def parse_args():
@@ -119,10 +118,7 @@ def main():
         "first_compiled_pass_seconds": round(compile_seconds, 1),
         "forward_backward_seconds": seconds,
     }
-    print(json.dumps(result, indent=2))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+    write_report(result, args.output)
 
 
 if __name__ == "__main__":

@@ -140,8 +140,13 @@ def compare(reference: Callable[[int], float], ours: Callable[[int], float], arg
         "speedup": round(float(np.median(our_speeds) / np.median(reference_speeds)), 2),
         "speedup_per_round": [round(o / r, 2) for r, o in zip(reference_speeds, our_speeds)],
     }
-    print(json.dumps(result, indent=2))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+    write_report(result, args.output)
     return result
+
+
+def write_report(result: dict, output: str | None) -> None:
+    """Print a benchmark's result as JSON and, given a path, write it there too."""
+    print(json.dumps(result, indent=2))
+    if output:
+        with open(output, "w") as f:
+            json.dump(result, f, indent=2)
