@@ -1,6 +1,7 @@
 """Does `torch.compile` give train_diffusion.py's UNet the gradients eager mode gives it, and how much faster is it?
 
-One batch of the shapes world, the script's loss (`diffusion_loss`, bf16 autocast as the script runs it on the CPU),
+One training batch loaded as the script loads it (`load_split`: the shapes world by default, with its labels when
+--class_conditional), the script's loss (`diffusion_loss`, bf16 autocast as the script runs it on the CPU),
 backward through the eager UNet and through a compiled copy with the same weights; then forward + backward timed for
 each. Reported: the loss of each, the relative difference of the whole gradient, the parameter tensors whose
 gradient differs by more than 10 % (and how many of them the compiled backward leaves at zero), and the seconds per
@@ -20,7 +21,6 @@ import time
 
 import torch
 
-from hf_genzoo.data import load_image_dataset
 from throughput import load_training_script, write_report
 
 
@@ -49,10 +49,7 @@ def main():
     args, script_flags = parse_args()
     script = load_training_script("train_diffusion")
     script_args = script.parse_args(script_flags)
-    data = load_image_dataset("shapes", resolution=script_args.resolution, num_samples=args.batch_size)[:]
-    x_0 = data["pixel_values"]
-    num_classes = 21 if script_args.class_conditional else None
-    labels = torch.arange(args.batch_size) % 21 if num_classes else None
+    x_0, labels, num_classes = script.load_split(script_args, "train", args.batch_size)
 
     torch.manual_seed(0)
     eager = script.build_unet(script_args, num_classes)
@@ -79,17 +76,19 @@ def main():
     compile_seconds = time.perf_counter() - compile_start
     eager_loss = forward_backward(eager, eager)
 
-    differing, zeroed = [], []
+    differing, zeroed, pairs = [], [], []
     for (name, p_eager), p_compiled in zip(eager.named_parameters(), twin.parameters()):
-        if p_eager.grad is None or p_eager.grad.norm() == 0:
+        g_eager = torch.zeros_like(p_eager) if p_eager.grad is None else p_eager.grad
+        g_compiled = torch.zeros_like(p_compiled) if p_compiled.grad is None else p_compiled.grad
+        pairs.append((g_eager.flatten(), g_compiled.flatten()))
+        if g_eager.norm() == 0:
             continue
-        relative = float((p_compiled.grad - p_eager.grad).norm() / p_eager.grad.norm())
+        relative = float((g_compiled - g_eager).norm() / g_eager.norm())
         if relative > 0.1:
             differing.append((name, round(relative, 3)))
-            if p_compiled.grad.norm() == 0:
+            if g_compiled.norm() == 0:
                 zeroed.append(name)
-    g_eager = torch.cat([p.grad.flatten() for p in eager.parameters() if p.grad is not None])
-    g_compiled = torch.cat([p.grad.flatten() for p in twin.parameters() if p.grad is not None])
+    g_eager, g_compiled = (torch.cat(side) for side in zip(*pairs))
 
     seconds = {}
     for label, unet, params in (("eager", eager, eager), ("compiled", compiled, twin)):
@@ -110,7 +109,7 @@ def main():
         "loss_eager": eager_loss,
         "loss_compiled": compiled_loss,
         "gradient_relative_difference": round(float((g_compiled - g_eager).norm() / g_eager.norm()), 5),
-        "parameter_tensors": sum(1 for _ in eager.parameters()),
+        "parameter_tensors": len(pairs),
         "tensors_differing_over_10_percent": len(differing),
         "of_them_zero_in_the_compiled_backward": len(zeroed),
         "first_differing": differing[:3],
