@@ -12,6 +12,50 @@ from hf_genzoo.models.gan import DCGANDiscriminator, DCGANGenerator, check_class
 from .pipeline_autoencoder import lerp, slerp
 from .pipeline_utils import GenZooPipeline, check_output_type
 
+REJECTION_SCORES = ("jacobian", "discriminator", "jacobian+discriminator")
+
+
+@torch.no_grad()
+def jacobian_sensitivity(
+    generator_model: DCGANGenerator,
+    latents: torch.Tensor,
+    class_labels: torch.Tensor | None = None,
+    images: torch.Tensor | None = None,
+    num_directions: int = 4,
+    eps: float = 1e-2,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """How fast the generator's image changes around each latent: the mean over random directions v ~ N(0, I) of
+    ‖G(z + εv) − G(z)‖² / ε², a finite-difference estimate of ‖J_G(z)‖²_F (E_v ‖J v‖² = ‖J‖²_F). Latents that
+    land between two of the data's separate modes sit where G changes fast (Tanielian et al. 2020, "Learning
+    disconnected manifolds: a no GAN's land", who reject samples by this norm). `images`, G(z) when already
+    computed, saves one forward pass. Returns (B,) float32; v is drawn from the CPU `generator`."""
+    scores = []
+    for start in range(0, latents.shape[0], chunk_size):
+        z = latents[start : start + chunk_size]
+        labels = None if class_labels is None else class_labels[start : start + chunk_size]
+        base = (generator_model(z, labels) if images is None else images[start : start + chunk_size]).float()
+        total = torch.zeros(z.shape[0], device=z.device)
+        for _ in range(num_directions):
+            v = torch.randn(z.shape, generator=generator).to(z.device, z.dtype)
+            total += (generator_model(z + eps * v, labels).float() - base).flatten(1).pow(2).sum(1) / eps**2
+        scores.append(total / num_directions)
+    return torch.cat(scores)
+
+
+def _chunked(module, inputs: torch.Tensor, labels: torch.Tensor | None, chunk_size: int = 256) -> torch.Tensor:
+    """module(inputs, labels) over consecutive chunks, concatenated (bounded memory for a large candidate pool)."""
+    return torch.cat([
+        module(inputs[i : i + chunk_size], None if labels is None else labels[i : i + chunk_size])
+        for i in range(0, inputs.shape[0], chunk_size)
+    ])
+
+
+def _ranks(scores: torch.Tensor) -> torch.Tensor:
+    """0 for the smallest score, n − 1 for the largest."""
+    return scores.argsort().argsort().float()
+
 
 class GANPipeline(GenZooPipeline):
     r"""
@@ -58,9 +102,13 @@ class GANPipeline(GenZooPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        rejection: str | None = None,
+        oversample: int = 5,
     ) -> ImagePipelineOutput | tuple:
         r"""
-        Sample images.
+        Sample images, optionally by rejection: draw `oversample` × `batch_size` latents and keep the `batch_size`
+        whose images score best (for a class-conditional generator, the best of each asked-for label's
+        `oversample` × count candidates), returned in the order they were drawn.
 
         Args:
             batch_size (`int`, defaults to 1): number of images (ignored when `latents` are given).
@@ -71,8 +119,17 @@ class GANPipeline(GenZooPipeline):
             latents (`torch.Tensor`, *optional*): z of shape (B, latent_dim) to use instead of drawing them.
             output_type (`"pil" | "np" | "pt"`, defaults to `"pil"`).
             return_dict (`bool`, defaults to `True`): an `ImagePipelineOutput` rather than a tuple.
+            rejection (`str`, *optional*): how candidates are scored, lowest kept: `"jacobian"`, the generator's
+                local sensitivity (`jacobian_sensitivity`; Tanielian et al. 2020); `"discriminator"`, minus the
+                pipeline's discriminator logit (as in discriminator rejection sampling, Azadi et al. 2019; needs a
+                pipeline saved with its discriminator, `train_gan.py --save_discriminator`);
+                `"jacobian+discriminator"`, the sum of the two scores' ranks among the candidates. None samples
+                directly.
+            oversample (`int`, defaults to 5): candidates drawn per kept image, with `rejection`.
         """
         check_output_type(output_type)
+        if rejection is not None:
+            return self._rejection_sample(batch_size, generator, class_labels, truncation, latents, output_type, return_dict, rejection, oversample)
         if latents is None:
             if batch_size < 1:
                 raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -84,6 +141,44 @@ class GANPipeline(GenZooPipeline):
         self.generator_model.eval()
         images = self.generator_model(latents, labels)  # (B, C, H, W) in [-1, 1]
         images = self.postprocess(images, output_type)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    def _rejection_sample(self, batch_size, generator, class_labels, truncation, latents, output_type, return_dict, rejection, oversample):
+        if rejection not in REJECTION_SCORES:
+            raise ValueError(f"rejection must be one of {REJECTION_SCORES} or None, got {rejection!r}")
+        if isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 1:
+            raise ValueError(f"oversample must be an integer ≥ 1 (candidates per kept image), got {oversample!r}")
+        if latents is not None:
+            raise ValueError("rejection draws its own candidate latents: pass batch_size (and generator), not latents")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        if "discriminator" in rejection and self.discriminator is None:
+            raise ValueError(
+                f"rejection={rejection!r} needs the pipeline's discriminator, and this pipeline has none "
+                "(train_gan.py publishes it with --save_discriminator); rejection='jacobian' needs only the generator"
+            )
+        labels = check_class_labels(class_labels, self.generator_model.config.num_classes, batch_size, self.device)
+        z = self.prepare_latents(batch_size * oversample, generator, truncation)  # the candidates
+        pool_labels = None if labels is None else labels.repeat_interleave(oversample)  # each asked-for label's own
+        self.generator_model.eval()
+        images = _chunked(self.generator_model, z, pool_labels)  # (B · oversample, C, H, W)
+        scores = []
+        if "jacobian" in rejection:
+            scores.append(jacobian_sensitivity(self.generator_model, z, pool_labels, images, generator=generator))
+        if "discriminator" in rejection:
+            self.discriminator.eval()
+            scores.append(-_chunked(self.discriminator, images.to(self.discriminator.dtype), pool_labels).float())
+        score = scores[0] if len(scores) == 1 else sum(_ranks(s) for s in scores)
+        if labels is None:
+            chosen = score.argsort()[:batch_size].sort().values
+        else:  # for each label, its best candidates fill the places it was asked for, in draw order
+            chosen = torch.empty(batch_size, dtype=torch.int64, device=labels.device)
+            for label in labels.unique():
+                places = torch.nonzero(labels == label).flatten()
+                candidates = torch.nonzero(pool_labels == label).flatten()
+                chosen[places] = candidates[score[candidates].argsort()[: len(places)]].sort().values
+        images = self.postprocess(images[chosen], output_type)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 

@@ -14,6 +14,7 @@ from scripts import load_script
 from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline, MinibatchStd
 from hf_genzoo.models import discriminator_loss, generator_loss, r1_penalty
 from hf_genzoo.pipelines import save_gif
+from hf_genzoo.pipelines.pipeline_gan import jacobian_sensitivity
 
 
 
@@ -191,6 +192,87 @@ def test_pipeline_samples_reproducibly_and_truncates():
     assert len(pipe(batch_size=2).images) == 2  # PIL by default
 
 
+class LinearGenerator(torch.nn.Module):
+    """G(z) = W z as a (B, 1, 4, 4) image: its Jacobian is W everywhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(16, 8, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, z, labels=None):
+        return (z @ self.weight.T).view(-1, 1, 4, 4)
+
+
+def test_jacobian_sensitivity_estimates_the_squared_frobenius_norm():
+    g = LinearGenerator()
+    scores = jacobian_sensitivity(g, torch.randn(3, 8), num_directions=4000, generator=torch.Generator().manual_seed(0))
+    exact = g.weight.detach().pow(2).sum()  # ‖W‖²_F, the same at every z
+    torch.testing.assert_close(scores, exact.expand(3), rtol=0.05, atol=0)
+    doubled = LinearGenerator()
+    doubled.weight.data *= 2  # a map twice as steep scores four times as high, for the same directions
+    torch.testing.assert_close(
+        jacobian_sensitivity(doubled, torch.randn(3, 8), num_directions=5, generator=torch.Generator().manual_seed(1)),
+        4 * jacobian_sensitivity(g, torch.randn(3, 8), num_directions=5, generator=torch.Generator().manual_seed(1)),
+        rtol=1e-4,  # the finite difference rounds differently at another z
+        atol=0,
+    )
+
+
+def rejection_pipeline(num_classes=None):
+    torch.manual_seed(0)
+    d = DCGANDiscriminator(sample_size=16, block_out_channels=(8, 8, 16), num_classes=num_classes).eval()
+    return GANPipeline(generator_model=tiny_generator(num_classes=num_classes), discriminator=d)
+
+
+@pytest.mark.parametrize("rejection", ["jacobian", "discriminator", "jacobian+discriminator"])
+def test_rejection_keeps_the_best_scored_candidates_in_draw_order(rejection):
+    pipe = rejection_pipeline()
+    images = pipe(batch_size=4, generator=torch.Generator().manual_seed(3), rejection=rejection, oversample=3, output_type="pt").images
+    # the same draws by hand: 12 candidate latents, then the directions of the Jacobian estimate
+    draws = torch.Generator().manual_seed(3)
+    z = pipe.prepare_latents(12, draws)
+    candidates = pipe.generator_model(z)
+    jacobian = jacobian_sensitivity(pipe.generator_model, z, generator=draws)
+    critic = -pipe.discriminator(candidates)
+    ranks = lambda s: s.argsort().argsort()
+    score = {"jacobian": jacobian, "discriminator": critic, "jacobian+discriminator": ranks(jacobian) + ranks(critic)}[rejection]
+    kept = score.argsort()[:4].sort().values
+    torch.testing.assert_close(images, (candidates[kept] + 1) / 2)
+    # one candidate per image keeps them all: plain sampling
+    plain = pipe(batch_size=4, generator=torch.Generator().manual_seed(3), output_type="pt").images
+    torch.testing.assert_close(pipe(batch_size=4, generator=torch.Generator().manual_seed(3), rejection=rejection, oversample=1, output_type="pt").images, plain)
+
+
+def test_rejection_fills_each_asked_for_label_from_its_own_candidates():
+    pipe = rejection_pipeline(num_classes=3)
+    labels = [2, 0, 2, 2]
+    images = pipe(batch_size=4, class_labels=labels, generator=torch.Generator().manual_seed(0), rejection="discriminator", oversample=2, output_type="pt").images
+    z = pipe.prepare_latents(8, torch.Generator().manual_seed(0))
+    pool_labels = torch.tensor(labels).repeat_interleave(2)  # [2, 2, 0, 0, 2, 2, 2, 2]
+    candidates = pipe.generator_model(z, pool_labels)
+    score = -pipe.discriminator(candidates, pool_labels)
+    twos = torch.tensor([0, 1, 4, 5, 6, 7])
+    best_twos = twos[score[twos].argsort()[:3]].sort().values
+    best_zero = torch.tensor([2, 3])[score[[2, 3]].argmin()]
+    expected = candidates[torch.stack([best_twos[0], best_zero, best_twos[1], best_twos[2]])]
+    torch.testing.assert_close(images, (expected + 1) / 2)
+
+
+def test_rejection_bad_inputs_name_what_is_allowed():
+    pipe = rejection_pipeline()
+    with pytest.raises(ValueError, match=r"rejection must be one of \('jacobian', 'discriminator', 'jacobian\+discriminator'\) or None, got 'oracle'"):
+        pipe(rejection="oracle")
+    for oversample in (0, 1.5, True):
+        with pytest.raises(ValueError, match=f"oversample must be an integer ≥ 1 \\(candidates per kept image\\), got {oversample}"):
+            pipe(rejection="jacobian", oversample=oversample)
+    with pytest.raises(ValueError, match="rejection draws its own candidate latents"):
+        pipe(latents=torch.randn(2, 8), rejection="jacobian")
+    without_d = GANPipeline(generator_model=tiny_generator())
+    with pytest.raises(ValueError, match="needs the pipeline's discriminator, and this pipeline has none .*--save_discriminator"):
+        without_d(rejection="jacobian+discriminator")
+    assert len(without_d(batch_size=2, rejection="jacobian").images) == 2
+
+
 def test_interpolation_ends_are_the_two_latents():
     pipe = GANPipeline(generator_model=tiny_generator())
     z_a, z_b = torch.randn(2, 8)
@@ -304,12 +386,32 @@ def test_lazy_r1_is_the_penalty_every_nth_step_weighted_by_n(fresh_accelerator_s
 def test_save_discriminator_publishes_it(fresh_accelerator_state, tmp_path):
     out = tmp_path / "gan"
     flags = ("--spectral_norm", "--loss", "hinge", "--discriminator_pooling", "flatten", "--no-discriminator_batch_norm", "--minibatch_std_group_size", "2")
-    run(*tiny_args(out, "--max_train_steps", "1", "--save_discriminator", "--generator_upsampling", "nearest", *flags))
+    rejection = ("--eval_rejection", "jacobian+discriminator", "--eval_oversample", "2")
+    run(*tiny_args(out, "--max_train_steps", "1", "--save_discriminator", "--generator_upsampling", "nearest", *flags, *rejection))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rejection"] == "jacobian+discriminator" and metrics["rejection_oversample"] == 2
+    for key in ("oracle_validity", "oracle_coverage", "oracle_distinct_scenes"):
+        assert key in metrics and f"rejection_{key}" in metrics, key
+    assert 'rejection="jacobian+discriminator"' in (out / "README.md").read_text()
     pipe = GANPipeline.from_pretrained(out)
     assert pipe.generator_model.config.upsampling == "nearest"
     assert isinstance(pipe.discriminator, DCGANDiscriminator) and pipe.discriminator.config.spectral_norm
     assert pipe.discriminator.config.pooling == "flatten" and pipe.discriminator.config.batch_norm is False
     assert pipe.discriminator.config.minibatch_std_group_size == 2
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--eval_rejection", "discriminator"], "--eval_rejection discriminator scores with the discriminator: add --save_discriminator"),
+        (["--eval_rejection", "jacobian", "--eval_oversample", "0"], "--eval_oversample must be ≥ 1, got 0"),
+        (["--eval_rejection", "oracle"], "invalid choice: 'oracle' (choose from 'jacobian', 'discriminator', 'jacobian+discriminator')"),
+    ],
+)
+def test_bad_rejection_flags_say_what_is_allowed(capsys, flags, message):
+    with pytest.raises(SystemExit) as excinfo:
+        train.parse_args(flags)
+    assert excinfo.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_resume_continues_exactly(fresh_accelerator_state, tmp_path):

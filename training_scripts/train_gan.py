@@ -36,6 +36,7 @@ from hf_genzoo.hub import write_model_card
 from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.models.gan import DISCRIMINATOR_POOLINGS, GAN_LOSSES, GENERATOR_UPSAMPLINGS, discriminator_loss, generator_loss, r1_penalty
 from hf_genzoo.pipelines import save_gif
+from hf_genzoo.pipelines.pipeline_gan import REJECTION_SCORES
 from hf_genzoo.training_utils import (
     add_keep_freed_memory_argument,
     add_mixed_precision_argument,
@@ -137,6 +138,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--save_discriminator", action="store_true", help="publish the discriminator in the pipeline too")
     parser.add_argument("--num_generated", type=int, default=1000, help="samples judged by the shapes oracle / the FID")
     parser.add_argument("--fid_classifier", default=None, help="a DomainClassifier folder (training_scripts/train_domain_classifier.py): FID and class histogram")
+    parser.add_argument(
+        "--eval_rejection",
+        default=None,
+        choices=REJECTION_SCORES,
+        help="also judge samples drawn by GANPipeline's rejection (metrics prefixed rejection_); the discriminator's "
+        "scores need --save_discriminator, so that the published pipeline can draw them too",
+    )
+    parser.add_argument("--eval_oversample", type=int, default=5, help="candidates per kept sample, with --eval_rejection")
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", default=None)
     parser.add_argument("--hub_token", default=None)
@@ -149,6 +158,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")
     if args.r1_gamma < 0:
         parser.error(f"--r1_gamma must be ≥ 0, got {args.r1_gamma}")
+    if args.eval_oversample < 1:
+        parser.error(f"--eval_oversample must be ≥ 1, got {args.eval_oversample}")
+    if args.eval_rejection and "discriminator" in args.eval_rejection and not args.save_discriminator:
+        parser.error(f"--eval_rejection {args.eval_rejection} scores with the discriminator: add --save_discriminator, so that the published pipeline holds it")
     return args
 
 
@@ -277,14 +290,14 @@ def class_cycle(num_classes: int | None, count: int) -> list[int] | None:
 
 
 @torch.no_grad()
-def generate(pipe: GANPipeline, count: int, labels, seed: int, batch_size: int = 256) -> torch.Tensor:
-    """`count` samples (N, C, H, W) in [-1, 1]."""
+def generate(pipe: GANPipeline, count: int, labels, seed: int, batch_size: int = 256, **sampling) -> torch.Tensor:
+    """`count` samples (N, C, H, W) in [-1, 1]; `sampling` goes to the pipeline (rejection, oversample)."""
     generator = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
         batch_labels = None if labels is None else labels[start : start + n]
-        out.append(pipe(batch_size=n, generator=generator, class_labels=batch_labels, output_type="pt").images.float().cpu() * 2 - 1)
+        out.append(pipe(batch_size=n, generator=generator, class_labels=batch_labels, output_type="pt", **sampling).images.float().cpu() * 2 - 1)
     return torch.cat(out)
 
 
@@ -414,14 +427,17 @@ def main(args: argparse.Namespace) -> str:
         pipe.set_progress_bar_config(disable=True)
         eval_start = time.perf_counter()
         labels = class_cycle(num_classes, args.num_generated)
+        judge = {
+            "shapes_resolution": args.resolution if args.dataset_name == "shapes" else None,
+            "real_images": eval_images,
+            "fid_classifier": args.fid_classifier,
+        }
         samples = generate(pipe, args.num_generated, labels, seed=args.seed + 1)
-        metrics = sample_quality_metrics(
-            samples,
-            labels,
-            shapes_resolution=args.resolution if args.dataset_name == "shapes" else None,
-            real_images=eval_images,
-            fid_classifier=args.fid_classifier,
-        )
+        metrics = sample_quality_metrics(samples, labels, **judge)
+        if args.eval_rejection:
+            rejected = generate(pipe, args.num_generated, labels, seed=args.seed + 1, rejection=args.eval_rejection, oversample=args.eval_oversample)
+            metrics.update({f"rejection_{key}": value for key, value in sample_quality_metrics(rejected, labels, **judge).items()})
+            metrics.update(rejection=args.eval_rejection, rejection_oversample=args.eval_oversample)
         metrics.update(
             generated=len(samples),
             train_steps=global_step,
@@ -448,6 +464,11 @@ def save_model_folder(args, pipe: GANPipeline, metrics: dict, num_classes: int |
         save_gif(frames, os.path.join(staging, "interpolation.gif"))
         command = training_command("train_gan", args)
         summary = f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s; metrics on {metrics['generated']} samples of the EMA generator"
+        if "rejection" in metrics:
+            summary += (
+                f"; the rejection_ metrics on as many drawn by `pipe(..., rejection=\"{metrics['rejection']}\", "
+                f"oversample={metrics['rejection_oversample']})`, which keeps the best-scored of {metrics['rejection_oversample']}× as many candidates"
+            )
         if "fid_domain" in metrics:
             summary += f"; FID on the features of the domain classifier `{args.fid_classifier}`"
         write_model_card(
@@ -458,7 +479,7 @@ def save_model_folder(args, pipe: GANPipeline, metrics: dict, num_classes: int |
             model_class="DCGANGenerator",
             tags=["gan", "dcgan", "class-conditional" if num_classes else "unconditional-image-generation"],
             num_classes=num_classes,
-            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated")},
+            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("train_steps", "train_seconds", "eval_seconds", "generated", "rejection_oversample")},
             training_summary=summary,
             sample_grid="samples.png",
             training_command=command,
