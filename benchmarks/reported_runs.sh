@@ -218,7 +218,8 @@ python benchmarks/gan_checkpoint_validity.py "$out/shapes-gan-resize-b0" --outpu
 python benchmarks/gan_oracle_tests.py "$out/shapes-gan-resize-b0" --output "$out/shapes-gan-resize-b0-oracle-tests.json"
 # ... rejection sampling (session 19, docs/shapes-gan-resize-s19-*): the resize-convolution run again, 10,000 steps,
 # judged with --eval_rejection on 5,000 samples from its last checkpoint (the discriminator now published); then continued to 20,000 steps with the discriminator
-# published, and judged by every score on a draw of its own (seed 1, as the script's evaluation draws)
+# published, and judged by every score on a draw of its own (seed 1, as the script's evaluation draws) and by the
+# chosen one on another (seed 2)
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
     --generator_upsampling nearest --checkpointing_steps 2500 --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-resize-s19"
 rejection_eval() {
@@ -234,6 +235,8 @@ python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 20
     --r1_gamma 0.1 --r1_interval 16 --generator_upsampling nearest --checkpointing_steps 2500 --checkpoints_total_limit 5 \
     --save_discriminator --output_dir "$out/shapes-gan-resize-s19-20k"
 python benchmarks/gan_rejection_sampling.py "$out/shapes-gan-resize-s19-20k" --seed 1 --output "$out/shapes-gan-resize-s19-20k-rejection-seed1.json"
+python benchmarks/gan_rejection_sampling.py "$out/shapes-gan-resize-s19-20k" --seed 2 --rejection jacobian+discriminator \
+    --output "$out/shapes-gan-resize-s19-20k-rejection-seed2.json"
 for run in shapes-gan-d4 shapes-gan-flat shapes-gan-d4-17k shapes-gan-nobn shapes-gan-nobn-mbstd shapes-gan-nobn-20k \
     shapes-gan-nobn-resize shapes-gan-resize shapes-gan-resize-20k; do
     python benchmarks/gan_oracle_tests.py "$out/$run" --output "$out/$run-oracle-tests.json"
