@@ -128,31 +128,31 @@ class GANPipeline(GenZooPipeline):
             oversample (`int`, defaults to 5): candidates drawn per kept image, with `rejection`.
         """
         check_output_type(output_type)
+        if latents is None and batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         if rejection is not None:
-            return self._rejection_sample(batch_size, generator, class_labels, truncation, latents, output_type, return_dict, rejection, oversample)
-        if latents is None:
-            if batch_size < 1:
-                raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-            latents = self.prepare_latents(batch_size, generator, truncation)
+            images = self._rejection_sample(batch_size, generator, class_labels, truncation, latents, rejection, oversample)
         else:
-            self.generator_model.check_latents(latents)
-            latents = latents.to(self.device, self.generator_model.dtype)
-        labels = check_class_labels(class_labels, self.generator_model.config.num_classes, latents.shape[0], self.device)
-        self.generator_model.eval()
-        images = self.generator_model(latents, labels)  # (B, C, H, W) in [-1, 1]
+            if latents is None:
+                latents = self.prepare_latents(batch_size, generator, truncation)
+            else:
+                self.generator_model.check_latents(latents)
+                latents = latents.to(self.device, self.generator_model.dtype)
+            labels = check_class_labels(class_labels, self.generator_model.config.num_classes, latents.shape[0], self.device)
+            self.generator_model.eval()
+            images = self.generator_model(latents, labels)  # (B, C, H, W) in [-1, 1]
         images = self.postprocess(images, output_type)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
-    def _rejection_sample(self, batch_size, generator, class_labels, truncation, latents, output_type, return_dict, rejection, oversample):
+    def _rejection_sample(self, batch_size, generator, class_labels, truncation, latents, rejection, oversample) -> torch.Tensor:
+        """The kept images (batch_size, C, H, W) in [-1, 1], in draw order (`__call__`'s `rejection`)."""
         if rejection not in REJECTION_SCORES:
             raise ValueError(f"rejection must be one of {REJECTION_SCORES} or None, got {rejection!r}")
         if isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 1:
             raise ValueError(f"oversample must be an integer ≥ 1 (candidates per kept image), got {oversample!r}")
         if latents is not None:
             raise ValueError("rejection draws its own candidate latents: pass batch_size (and generator), not latents")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         if "discriminator" in rejection and self.discriminator is None:
             raise ValueError(
                 f"rejection={rejection!r} needs the pipeline's discriminator, and this pipeline has none "
@@ -178,9 +178,7 @@ class GANPipeline(GenZooPipeline):
                 places = torch.nonzero(labels == label).flatten()
                 candidates = torch.nonzero(pool_labels == label).flatten()
                 chosen[places] = candidates[score[candidates].argsort()[: len(places)]].sort().values
-        images = self.postprocess(images[chosen], output_type)
-        self.maybe_free_model_hooks()
-        return ImagePipelineOutput(images=images) if return_dict else (images,)
+        return images[chosen]
 
     @torch.no_grad()
     def interpolate(
