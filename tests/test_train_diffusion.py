@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scripts import load_script
+from scripts import ROOT, load_script
 
 from hf_genzoo import GenZooDDIMScheduler, GenZooDDPMScheduler, PixelDiffusionPipeline
 
@@ -225,3 +225,31 @@ def test_evaluate_script_merges_new_numbers_into_metrics(tmp_path):
     assert after["guidance_scale"] == 1.0 and after["generated"] == 5 and before["guidance_scale"] == 2.0
     assert after["train_steps"] == before["train_steps"] == 2  # what it does not recompute stays
     assert after["oracle_validity"] == metrics["oracle_validity"]
+
+
+def test_step_floor_counts_the_arithmetic_of_the_primitives_onednn_ran(monkeypatch):
+    """benchmarks/diffusion_step_floor.py reads oneDNN's verbose log: the FLOPs it counts for a convolution's forward
+    and backward passes and for a batched matmul are the analytic ones, and each pass is timed under its own key."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    floor = load_script("diffusion_step_floor", folder="benchmarks")
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+    x = torch.randn(4, 8, 12, 12, requires_grad=True)
+    a, b = torch.randn(3, 5, 32), torch.randn(3, 32, 7)
+
+    def work():
+        conv(x).sum().backward()
+        torch.bmm(a, b)
+
+    lines = floor.onednn_log(work)
+    if not lines:
+        pytest.skip("this PyTorch build runs no oneDNN primitives here")
+    fields = [line.split(",") for line in lines]
+    convolutions = {f[7]: floor.problem_flops("convolution", f[-2]) for f in fields if f[5] == "convolution"}
+    conv_flops = 2 * 4 * 8 * 16 * 3 * 3 * 12 * 12
+    assert convolutions == dict.fromkeys(("forward_training", "backward_data", "backward_weights"), conv_flops)
+    summary = floor.summarise(lines)["by_primitive"]
+    assert {"convolution forward_training", "convolution backward_data", "convolution backward_weights"} <= set(summary)
+    assert all(summary[key]["calls"] == 1 for key in summary if key.startswith("convolution"))
+    assert floor.problem_flops("convolution", "mb4_ic8oc16_ih12oh12kh3sh1dh0ph1_iw12ow12kw3sw1dw0pw1") == conv_flops
+    assert floor.problem_flops("convolution", "mb4_g2ic8oc16_ih12oh12kh3sh1dh0ph1_iw12ow12kw3sw1dw0pw1") == conv_flops // 2
+    assert floor.problem_flops("matmul", "3x5x32:3x32x7") == 2 * 3 * 5 * 32 * 7
