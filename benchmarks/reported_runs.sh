@@ -284,12 +284,22 @@ python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3 --channels_last
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train-amx-default.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_diffusion_train-amx-as_run.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3 --channels_last
+# session 20, on an AMD EPYC (Zen 4, AVX-512 BF16, 2 cores): the same, and the step against its arithmetic floor
+# (one step under oneDNN's verbose log; run twice, and with channels-last)
+python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train-zen4-default.json"
+python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_diffusion_train-zen4-as_run.json"
+python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3 --channels_last
+python benchmarks/diffusion_step_floor.py --output "$out/diffusion_step_floor-zen4.json"
+python benchmarks/diffusion_step_floor.py --output "$out/diffusion_step_floor-zen4-rerun.json"
+python benchmarks/diffusion_step_floor.py --channels_last --output "$out/diffusion_step_floor-zen4-channels_last.json"
 # ... torch.compile's gradients against eager, one batch (docs/compiled_gradients-*.json)
 python benchmarks/compiled_gradients.py --class_conditional --output "$out/compiled_gradients-inductor.json"
 python benchmarks/compiled_gradients.py --class_conditional --no_layout_optimization --output "$out/compiled_gradients-inductor-no-layout-optimization.json"
 python benchmarks/compiled_gradients.py --class_conditional --backend aot_eager --output "$out/compiled_gradients-aot_eager.json"
 python benchmarks/compiled_gradients.py --class_conditional --fp32 --output "$out/compiled_gradients-inductor-fp32.json"
 python benchmarks/compiled_gradients.py --class_conditional --stock_attention --output "$out/compiled_gradients-inductor-stock_attention.json"
+# session 20, on the Zen 4 machine: the default options again (docs/compiled_gradients-inductor-zen4.json)
+python benchmarks/compiled_gradients.py --class_conditional --output "$out/compiled_gradients-inductor-zen4.json"
 # ... and the 4,500-step run of section 5 through inductor (a --torch_compile flag of commit 1383f0d, since
 # reverted): docs/shapes-ddpm-compiled-inductor-4.5k-metrics.json
 #   git checkout 1383f0d -- training_scripts/train_diffusion.py
