@@ -125,7 +125,11 @@ def main():
     step_fp32_s = median_step_seconds(our_step(script, script_args, "no"), x_0, args.steps)
     step = our_step(script, script_args, "bf16")
     step_s = median_step_seconds(step, x_0, args.steps)
-    log = summarise(onednn_log(lambda: step(x_0, 0)))
+    lines = onednn_log(lambda: step(x_0, 0))
+    if not lines:
+        raise SystemExit("oneDNN ran no primitives in the step (torch.backends.mkldnn.is_available() is "
+                         f"{torch.backends.mkldnn.is_available()}): there is no log to read")
+    log = summarise(lines)
     rate = matmul_bf16_gflops()
     result = {
         "batch_size": args.batch_size,
