@@ -298,8 +298,9 @@ python benchmarks/compiled_gradients.py --class_conditional --no_layout_optimiza
 python benchmarks/compiled_gradients.py --class_conditional --backend aot_eager --output "$out/compiled_gradients-aot_eager.json"
 python benchmarks/compiled_gradients.py --class_conditional --fp32 --output "$out/compiled_gradients-inductor-fp32.json"
 python benchmarks/compiled_gradients.py --class_conditional --stock_attention --output "$out/compiled_gradients-inductor-stock_attention.json"
-# session 20, on the Zen 4 machine: the default options again (docs/compiled_gradients-inductor-zen4.json)
+# session 20, on the Zen 4 machine: the default options and layout optimisation off (docs/compiled_gradients-*-zen4.json)
 python benchmarks/compiled_gradients.py --class_conditional --output "$out/compiled_gradients-inductor-zen4.json"
+python benchmarks/compiled_gradients.py --class_conditional --no_layout_optimization --output "$out/compiled_gradients-inductor-no-layout-optimization-zen4.json"
 # ... and the 4,500-step run of section 5 through inductor (a --torch_compile flag of commit 1383f0d, since
 # reverted): docs/shapes-ddpm-compiled-inductor-4.5k-metrics.json
 #   git checkout 1383f0d -- training_scripts/train_diffusion.py
