@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
-import time
 
 import torch
 
 
 def one_process(keep: bool, steps: int, batch_size: int) -> dict:
     from bench_diffusion_train import our_step
-    from throughput import keep_freed_memory, load_training_script
+    from throughput import keep_freed_memory, load_training_script, time_steps
 
     if keep:
         keep_freed_memory()
@@ -30,21 +28,7 @@ def one_process(keep: bool, steps: int, batch_size: int) -> dict:
     torch.manual_seed(0)
     step = our_step(script, args, "bf16")
     x_0 = torch.rand(batch_size, 3, 32, 32) * 2 - 1
-    for i in range(3):  # warm-up
-        step(x_0, i)
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    times = []
-    for i in range(steps):
-        start = time.perf_counter()
-        step(x_0, i)
-        times.append(time.perf_counter() - start)
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "malloc": "kept" if keep else "glibc defaults",
-        "median_step_s": round(sorted(times)[len(times) // 2], 3),
-        "minor_faults_per_step": round((after.ru_minflt - before.ru_minflt) / steps),
-        "kernel_s_per_step": round((after.ru_stime - before.ru_stime) / steps, 4),
-    }
+    return {"malloc": "kept" if keep else "glibc defaults", **time_steps(step, x_0, steps)}
 
 
 def main():

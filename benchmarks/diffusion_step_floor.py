@@ -31,18 +31,7 @@ from collections import defaultdict
 import torch
 
 from bench_diffusion_train import our_step
-from throughput import keep_freed_memory, load_training_script, script_memory_format, write_report
-
-
-def median_step_seconds(step, x_0: torch.Tensor, steps: int, warmup: int = 3) -> float:
-    for i in range(warmup):
-        step(x_0, i)
-    times = []
-    for i in range(steps):
-        start = time.perf_counter()
-        step(x_0, warmup + i)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+from throughput import keep_freed_memory, load_training_script, script_memory_format, time_steps, write_report
 
 
 def onednn_log(fn) -> list[str]:
@@ -122,9 +111,9 @@ def main():
     torch.manual_seed(0)
     x_0 = (torch.rand(args.batch_size, 3, args.resolution, args.resolution) * 2 - 1).contiguous(memory_format=script_memory_format(script_args))
 
-    step_fp32_s = median_step_seconds(our_step(script, script_args, "no"), x_0, args.steps)
+    step_fp32_s = time_steps(our_step(script, script_args, "no"), x_0, args.steps)["median_step_s"]
     step = our_step(script, script_args, "bf16")
-    step_s = median_step_seconds(step, x_0, args.steps)
+    step_s = time_steps(step, x_0, args.steps)["median_step_s"]
     lines = onednn_log(lambda: step(x_0, 0))
     if not lines:
         raise SystemExit("oneDNN ran no primitives in the step (torch.backends.mkldnn.is_available() is "

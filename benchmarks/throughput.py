@@ -7,6 +7,8 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
+import time
 from typing import Callable
 
 import numpy as np
@@ -142,6 +144,25 @@ def compare(reference: Callable[[int], float], ours: Callable[[int], float], arg
     }
     write_report(result, args.output)
     return result
+
+
+def time_steps(step: Callable[[torch.Tensor, int], None], x_0: torch.Tensor, steps: int, warmup: int = 3) -> dict:
+    """`step(x_0, i)` run `warmup` times, then `steps` timed times: the median seconds per step, and the minor page
+    faults and kernel seconds per timed step (`getrusage`)."""
+    for i in range(warmup):
+        step(x_0, i)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    times = []
+    for i in range(steps):
+        start = time.perf_counter()
+        step(x_0, i)
+        times.append(time.perf_counter() - start)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "median_step_s": round(sorted(times)[len(times) // 2], 3),
+        "minor_faults_per_step": round((after.ru_minflt - before.ru_minflt) / steps),
+        "kernel_s_per_step": round((after.ru_stime - before.ru_stime) / steps, 4),
+    }
 
 
 def write_report(result: dict, output: str | None) -> None:
