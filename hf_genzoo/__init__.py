@@ -21,7 +21,7 @@ from .models import (
     VQVAEModel,
 )
 from .schedulers import GenZooDDIMInverseScheduler, GenZooDDIMScheduler, GenZooDDPMScheduler
-from .pipelines import AutoencoderPipeline, GANPipeline, GenZooPipeline, PixelDiffusionPipeline, VQVAEPipeline
+from .pipelines import AutoencoderPipeline, GANPipeline, GenZooPipeline, LatentDiffusionPipeline, PixelDiffusionPipeline, VQVAEPipeline
 
 __all__ = [
     "AutoencoderModel",
@@ -35,6 +35,7 @@ __all__ = [
     "GenZooDDIMScheduler",
     "GenZooDDPMScheduler",
     "GenZooPipeline",
+    "LatentDiffusionPipeline",
     "PixelDiffusionPipeline",
     "VAEModel",
     "VectorQuantizer",

@@ -306,6 +306,43 @@ def load_split_tensors(args, split: str, max_samples: int | None, label_column: 
     return columns["pixel_values"], labels, num_classes
 
 
+def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """min-SNR-γ weights (Hang et al. 2023, eq. 9) for a loss on ε, v or x_0: with SNR_t = ᾱ_t / (1 − ᾱ_t),
+    w_t = min(SNR_t, γ) / SNR_t (ε), min(SNR_t, γ) / (SNR_t + 1) (v), min(SNR_t, γ) (x_0). (B,)"""
+    alphas_cumprod = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]  # (B,)
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    clipped = snr.clamp(max=gamma)
+    if prediction_type == "epsilon":
+        return clipped / snr
+    if prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped
+
+
+def denoising_loss(unet, noise_scheduler, x_0, timesteps, noise, snr_gamma=None, **unet_kwargs) -> torch.Tensor:
+    """The regression of Algorithm 1 of Ho et al. (2020), shared by the pixel and latent diffusion scripts: with
+    x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε, the mean over the batch of ‖target − unet(x_t, t, **unet_kwargs)‖² / D, the target
+    being ε, v = √ᾱ_t ε − √(1−ᾱ_t) x_0 or x_0 as the scheduler's `prediction_type` says, each image weighted by
+    min-SNR-γ when `snr_gamma` is set. x_0, noise (B, C, H, W); timesteps (B,). Returns the scalar loss."""
+    import torch.nn.functional as F
+
+    if x_0.is_contiguous(memory_format=torch.channels_last):
+        noise = noise.contiguous(memory_format=torch.channels_last)
+    x_t = noise_scheduler.add_noise(x_0, noise, timesteps)  # √ᾱ_t x_0 + √(1−ᾱ_t) ε
+    model_output = unet(x_t, timesteps, **unet_kwargs).sample
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(x_0, noise, timesteps)  # √ᾱ_t ε − √(1−ᾱ_t) x_0
+    else:
+        target = x_0
+    per_image = F.mse_loss(model_output.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
+    if snr_gamma is not None:
+        per_image = per_image * min_snr_weights(noise_scheduler, timesteps, snr_gamma, prediction_type)
+    return per_image.mean()
+
+
 def plan_steps(
     num_train: int, global_batch: int, gradient_accumulation_steps: int, num_epochs: int, max_train_steps: int | None
 ) -> tuple[int, int]:

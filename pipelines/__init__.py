@@ -2,8 +2,9 @@
 
 from .pipeline_autoencoder import AutoencoderPipeline
 from .pipeline_gan import GANPipeline, save_gif
+from .pipeline_latent_diffusion import LatentDiffusionPipeline
 from .pipeline_pixel_diffusion import PixelDiffusionPipeline
 from .pipeline_utils import GenZooPipeline
 from .pipeline_vqvae import VQVAEPipeline
 
-__all__ = ["AutoencoderPipeline", "GANPipeline", "GenZooPipeline", "PixelDiffusionPipeline", "VQVAEPipeline", "save_gif"]
+__all__ = ["AutoencoderPipeline", "GANPipeline", "LatentDiffusionPipeline", "GenZooPipeline", "PixelDiffusionPipeline", "VQVAEPipeline", "save_gif"]

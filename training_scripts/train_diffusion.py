@@ -24,7 +24,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from accelerate.logging import get_logger
 from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor
@@ -38,6 +37,7 @@ from hf_genzoo.metrics import sample_quality_metrics
 from hf_genzoo.training_utils import (
     add_keep_freed_memory_argument,
     add_mixed_precision_argument,
+    denoising_loss,
     training_command,
     card_dataset_fields,
     end_training,
@@ -241,44 +241,16 @@ def load_split(args, split: str, max_samples: int | None):
 # ---- the training step ---------------------------------------------------------------------------------------
 
 
-def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
-    """min-SNR-γ weights (Hang et al. 2023, eq. 9) for a loss on ε, v or x_0: with SNR_t = ᾱ_t / (1 − ᾱ_t),
-    w_t = min(SNR_t, γ) / SNR_t (ε), min(SNR_t, γ) / (SNR_t + 1) (v), min(SNR_t, γ) (x_0). (B,)"""
-    alphas_cumprod = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]  # (B,)
-    snr = alphas_cumprod / (1 - alphas_cumprod)
-    clipped = snr.clamp(max=gamma)
-    if prediction_type == "epsilon":
-        return clipped / snr
-    if prediction_type == "v_prediction":
-        return clipped / (snr + 1)
-    return clipped
-
-
 def diffusion_loss(unet, noise_scheduler, x_0, generator, class_labels=None, null_label=None, label_dropout=0.0, snr_gamma=None):
     """Algorithm 1 of Ho et al. (2020) on one batch x_0 (B, C, H, W) in [-1, 1]; every draw (t, ε, dropped labels)
     comes from the CPU `generator`. Returns the scalar loss."""
     batch = x_0.shape[0]
-    config = noise_scheduler.config
-    timesteps = torch.randint(0, config.num_train_timesteps, (batch,), generator=generator).to(x_0.device)  # (B,)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator).to(x_0.device)  # (B,)
     noise = torch.randn(x_0.shape, generator=generator).to(x_0.device, x_0.dtype)  # ε (B, C, H, W)
-    if x_0.is_contiguous(memory_format=torch.channels_last):
-        noise = noise.contiguous(memory_format=torch.channels_last)
-    x_t = noise_scheduler.add_noise(x_0, noise, timesteps)  # √ᾱ_t x_0 + √(1−ᾱ_t) ε
     if class_labels is not None:
         drop = torch.rand(batch, generator=generator).to(x_0.device) < label_dropout  # (B,)
         class_labels = torch.where(drop, torch.full_like(class_labels, null_label), class_labels)
-    model_output = unet(x_t, timesteps, class_labels=class_labels).sample
-
-    if config.prediction_type == "epsilon":
-        target = noise
-    elif config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(x_0, noise, timesteps)  # √ᾱ_t ε − √(1−ᾱ_t) x_0
-    else:
-        target = x_0
-    per_image = F.mse_loss(model_output.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
-    if snr_gamma is not None:
-        per_image = per_image * min_snr_weights(noise_scheduler, timesteps, snr_gamma, config.prediction_type)
-    return per_image.mean()
+    return denoising_loss(unet, noise_scheduler, x_0, timesteps, noise, snr_gamma, class_labels=class_labels)
 
 
 def training_step(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, x_0, generator, args, class_labels=None, null_label=None):

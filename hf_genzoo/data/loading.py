@@ -11,7 +11,7 @@ from PIL import Image
 
 from .shapes import make_shapes_dataset
 
-__all__ = ["load_image_dataset", "SHAPES_SPLIT_SEED_OFFSET"]
+__all__ = ["load_image_dataset", "load_source_dataset", "find_image_column", "preprocess_image", "SHAPES_SPLIT_SEED_OFFSET"]
 
 SHAPES_SPLIT_SEED_OFFSET = 1_000_003  # the shapes "test" split is drawn with seed + this offset
 _SHAPES_DEFAULT_SIZES = {"train": 10000, "test": 2000}
@@ -71,19 +71,7 @@ def load_image_dataset(
     dataset = _load_source(name_or_path, split, resolution, max_samples, seed, shapes_kwargs)
 
     # 3. find the image column(s)
-    columns = list(dataset.column_names)
-    if image_column is not None:
-        if image_column not in columns:
-            raise ValueError(f"image_column={image_column!r} is not a column of this dataset; columns: {columns}")
-    else:
-        image_features = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
-        named = [name for name in _IMAGE_COLUMN_NAMES if name in columns]
-        if image_features:
-            image_column = image_features[0]
-        elif named:
-            image_column = named[0]
-        else:
-            raise ValueError(f"no image column found (no Image feature, no column named image/img); columns: {columns}")
+    image_column = find_image_column(dataset, image_column)
     if not isinstance(dataset.features[image_column], datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image())
     extra_image_columns = [
@@ -106,7 +94,7 @@ def load_image_dataset(
             crop_draw, flip = rng.random(2), bool(random_flip and rng.random() < 0.5)
             for name, new in output_names.items():
                 out[new].append(
-                    _preprocess_image(batch[name][row], resolution, num_channels, center_crop, crop_draw, flip)
+                    preprocess_image(batch[name][row], resolution, num_channels, center_crop, crop_draw, flip)
                 )
         return out
 
@@ -125,7 +113,35 @@ def load_image_dataset(
     return dataset.with_format("torch")
 
 
-def _preprocess_image(
+def find_image_column(dataset: datasets.Dataset, image_column: str | None = None) -> str:
+    """`image_column` if given (it must exist), else the first ``Image`` feature, else a column named "image" or
+    "img"; a clear error listing the columns otherwise."""
+    columns = list(dataset.column_names)
+    if image_column is not None:
+        if image_column not in columns:
+            raise ValueError(f"image_column={image_column!r} is not a column of this dataset; columns: {columns}")
+        return image_column
+    image_features = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+    named = [name for name in _IMAGE_COLUMN_NAMES if name in columns]
+    if image_features:
+        return image_features[0]
+    if named:
+        return named[0]
+    raise ValueError(f"no image column found (no Image feature, no column named image/img); columns: {columns}")
+
+
+def load_source_dataset(
+    name_or_path="shapes", split: str = "train", resolution: int = 32, max_samples: int | None = None, seed: int = 0, **shapes_kwargs
+) -> datasets.Dataset:
+    """The raw dataset ``load_image_dataset`` starts from (same sources and arguments), before any preprocessing:
+    for readers that preprocess in batches themselves (the latent cache)."""
+    dataset = _load_source(name_or_path, split, resolution, max_samples, seed, shapes_kwargs)
+    if max_samples is not None and len(dataset) > max_samples:
+        dataset = dataset.select(range(max_samples))
+    return dataset
+
+
+def preprocess_image(
     image: Image.Image, resolution: int, num_channels: int, center_crop: bool, crop_draw, flip: bool
 ) -> np.ndarray:
     """PIL image -> float32 (C, resolution, resolution) in [-1, 1]."""
