@@ -10,6 +10,7 @@ Everything runs on tiny tensors (2, 3, 4, 4) so the file takes seconds.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import diffusers
@@ -49,6 +50,7 @@ DIFFUSERS_DDIM_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 ALL_BETA_SCHEDULES = DIFFUSERS_DDIM_BETA_SCHEDULES + ("sigmoid", "laplace")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 SPACINGS = ("leading", "trailing", "linspace")
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
 
 
 def fake_model(x: torch.Tensor, t) -> torch.Tensor:
@@ -188,6 +190,46 @@ def test_ddpm_without_set_timesteps_and_variance_noise_match_diffusers():
         assert ours.previous_timestep(t) == theirs.previous_timestep(t)
 
 
+GET_VARIANCE_TIMESTEPS = {  # set_timesteps kwargs (None: not called, t' = t − 1) → the steps t to ask about
+    "none": (None, (99, 98, 50, 1, 0)),
+    "leading": (dict(num_inference_steps=7), None),
+    "trailing": (dict(num_inference_steps=9), None),
+    "custom": (dict(timesteps=[90, 41, 40, 3, 0]), None),
+}
+
+
+@pytest.mark.parametrize("timesteps", list(GET_VARIANCE_TIMESTEPS))
+@pytest.mark.parametrize("config_variance_type", VARIANCE_TYPES)
+def test_ddpm_get_variance_matches_diffusers(config_variance_type, timesteps):
+    """`_get_variance(t, predicted_variance, variance_type)`, which code written against diffusers calls: bit for bit
+    the same, for every variance type from the config or the argument, t given as int or tensor (diffusers returns
+    a variance, a standard deviation or a log variance depending on the type; see its docstring)."""
+    set_timesteps_kwargs, steps = GET_VARIANCE_TIMESTEPS[timesteps]
+    spacing = "trailing" if timesteps == "trailing" else "leading"
+    config = dict(
+        num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", variance_type=config_variance_type,
+        timestep_spacing=spacing, steps_offset=1 if timesteps == "leading" else 0,
+    )
+    ours, theirs = GenZooDDPMScheduler(**config), diffusers.DDPMScheduler(**config)
+    if set_timesteps_kwargs is not None:
+        ours.set_timesteps(**set_timesteps_kwargs)
+        theirs.set_timesteps(**set_timesteps_kwargs)
+        steps = ours.timesteps.tolist()
+    generator = torch.Generator().manual_seed(0)
+    predicted = {  # the model's variance channels: σ² > 0 ("learned"), v ∈ [−1, 1] ("learned_range")
+        "learned": torch.rand(SHAPE, generator=generator) * 0.01,
+        "learned_range": torch.rand(SHAPE, generator=generator) * 2 - 1,
+    }
+    for t in steps:
+        for time in (t, torch.tensor(t)):
+            for variance_type in (None,) + VARIANCE_TYPES:
+                kind = variance_type or config_variance_type
+                kwargs = dict(predicted_variance=predicted.get(kind), variance_type=variance_type)
+                expected = theirs._get_variance(time, **kwargs)
+                actual = ours._get_variance(time, **kwargs)
+                assert actual.dtype == expected.dtype and torch.equal(actual, expected), (t, kind, actual, expected)
+
+
 @pytest.mark.parametrize("timestep_spacing", SPACINGS)
 @pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 @pytest.mark.parametrize("beta_schedule", DIFFUSERS_DDIM_BETA_SCHEDULES)
@@ -219,6 +261,31 @@ def test_ddim_variance_noise_matches_diffusers():
         ours.step(sample, ours.timesteps[0], sample, eta=1.0, generator=torch.Generator(), variance_noise=sample)
 
 
+@pytest.mark.parametrize("set_alpha_to_one", [True, False])
+def test_ddim_get_variance_matches_diffusers(set_alpha_to_one):
+    """DDIM's `_get_variance(timestep, prev_timestep)` (a different signature from DDPM's): σ_t(η=1)² of eq. (16),
+    bit for bit, for any pair of steps, int or tensor, ᾱ_{t'} = final_alpha_cumprod for t' < 0."""
+    config = dict(num_train_timesteps=100, beta_schedule="scaled_linear", set_alpha_to_one=set_alpha_to_one)
+    ours, theirs = GenZooDDIMScheduler(**config), diffusers.DDIMScheduler(**config)
+    pairs = [(99, 89), (50, 40), (50, 49), (10, 0), (5, -5), (0, -1), (0, -10)]
+    for num_inference_steps in (None, 10):
+        if num_inference_steps is not None:  # the helper does not depend on it; check that it stays so
+            ours.set_timesteps(num_inference_steps)
+            theirs.set_timesteps(num_inference_steps)
+        for t, prev_t in pairs:
+            for args in ((t, prev_t), (torch.tensor(t), torch.tensor(prev_t))):
+                expected, actual = theirs._get_variance(*args), ours._get_variance(*args)
+                assert actual.dtype == expected.dtype and torch.equal(actual, expected), (t, prev_t)
+    # and it is eq. (16) with η = 1: (1−ᾱ_{t'})/(1−ᾱ_t) (1 − ᾱ_t/ᾱ_{t'})
+    a = ours.alphas_cumprod.double()
+    a_prev = 1.0 if set_alpha_to_one else a[0]
+    for t, prev_t in pairs:
+        alpha_prod_t_prev = a[prev_t] if prev_t >= 0 else a_prev
+        sigma_squared = (1 - alpha_prod_t_prev) / (1 - a[t]) * (1 - a[t] / alpha_prod_t_prev)
+        torch.testing.assert_close(ours._get_variance(t, prev_t).double(), torch.as_tensor(sigma_squared),
+                                   rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("timestep_spacing", ("leading", "trailing"))
 @pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 @pytest.mark.parametrize("beta_schedule", DIFFUSERS_DDIM_BETA_SCHEDULES)
@@ -230,6 +297,50 @@ def test_ddim_inverse_matches_diffusers(beta_schedule, prediction_type, timestep
         for steps_offset, set_alpha_to_one in ((0, alpha_to_one[0]), (1, alpha_to_one[-1])):
             config = dict(base, clip_sample=clip_sample, steps_offset=steps_offset, set_alpha_to_one=set_alpha_to_one)
             assert_same_run(GenZooDDIMInverseScheduler, config, 5, dict(num_inference_steps=10))
+
+
+SAMPLER_ONLY = dict(  # keys of DDIM's / DDPM's configs that the inverse scheduler accepts and ignores
+    thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=2.0, variance_type="fixed_large"
+)
+
+
+@pytest.mark.parametrize("prediction_type", ("epsilon", "v_prediction"))
+@pytest.mark.parametrize("clip_sample", (False, True))
+def test_ddim_inverse_accepts_sampler_keys_as_diffusers_does(clip_sample, prediction_type):
+    """DDIM-only keys given as keywords: accepted, not stored, and diffusers' numbers, which are those without them;
+    clip_sample_range (one of the inverse scheduler's own keys) acts as in diffusers."""
+    base = dict(clip_sample=clip_sample, clip_sample_range=1.5, prediction_type=prediction_type)
+    config = dict(base, **SAMPLER_ONLY)
+    assert_same_run(GenZooDDIMInverseScheduler, config, 8, dict(num_inference_steps=10))
+    ours, theirs = GenZooDDIMInverseScheduler(**config), diffusers.DDIMInverseScheduler(**config)
+    assert public_config(ours) == public_config(theirs) == public_config(GenZooDDIMInverseScheduler(**base))
+    without = trajectory(GenZooDDIMInverseScheduler(**base), fake_model, 8, dict(num_inference_steps=10))
+    assert torch.equal(trajectory(ours, fake_model, 8, dict(num_inference_steps=10)), without)
+
+
+@pytest.mark.parametrize("sampler_cls", [diffusers.DDIMScheduler, diffusers.DDPMScheduler, GenZooDDIMScheduler,
+                                         GenZooDDPMScheduler])
+def test_ddim_inverse_from_a_sampler_config_matches_diffusers(sampler_cls):
+    """A sampler's config, every key set away from its default, through from_config and as keywords (`**config`):
+    the same config and numbers as diffusers' DDIMInverseScheduler gets from it."""
+    keys = set(inspect.signature(sampler_cls.__init__).parameters) - {"self"}
+    assert set(SAMPLER_ONLY) | set(inspect.signature(diffusers.DDIMInverseScheduler.__init__).parameters) >= keys
+    sampler_config = dict(
+        num_train_timesteps=200, beta_start=2e-4, beta_end=0.03, beta_schedule="scaled_linear", clip_sample=True,
+        set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction", clip_sample_range=1.5,
+        timestep_spacing="trailing", rescale_betas_zero_snr=False, **SAMPLER_ONLY,
+    )
+    sampler = sampler_cls(**{k: v for k, v in sampler_config.items() if k in keys})
+    for build in ("from_config", "keywords"):
+        if build == "from_config":
+            ours = GenZooDDIMInverseScheduler.from_config(sampler.config)
+            theirs = diffusers.DDIMInverseScheduler.from_config(sampler.config)
+        else:
+            ours = GenZooDDIMInverseScheduler(**public_config(sampler))
+            theirs = diffusers.DDIMInverseScheduler(**public_config(sampler))
+        assert public_config(ours) == public_config(theirs), build
+        expected = trajectory(theirs, fake_model, 9, dict(num_inference_steps=8))
+        assert_close_per_step(trajectory(ours, fake_model, 9, dict(num_inference_steps=8)), expected, build)
 
 
 @pytest.mark.parametrize("prediction_type,clip_sample", [("v_prediction", False), ("sample", False), ("epsilon", True)])
@@ -602,6 +713,24 @@ def test_posterior_matches_equations():
     torch.testing.assert_close(m[1], expected)
 
 
+def test_ddpm_get_variance_is_the_posterior_variance():
+    """`_get_variance(t)` in the training chain (t' = t − 1) is Ho et al.'s β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t, eq. (7),
+    or β_t for "fixed_large"; after set_timesteps the same with t' the next sampled step."""
+    scheduler = GenZooDDPMScheduler(**BOUND_CONFIG)
+    betas, alphas_cumprod, _, posterior_variance = paper_constants(scheduler)
+    steps = torch.arange(1, BOUND_CONFIG["num_train_timesteps"])
+    fixed_small = torch.stack([scheduler._get_variance(int(t)) for t in steps]).double()
+    fixed_large = torch.stack([scheduler._get_variance(int(t), variance_type="fixed_large") for t in steps]).double()
+    torch.testing.assert_close(fixed_small, posterior_variance[1:], rtol=1e-4, atol=0)
+    torch.testing.assert_close(fixed_large, betas[1:], rtol=1e-4, atol=0)
+    assert scheduler._get_variance(0) == torch.tensor(1e-20)  # β̃_0 = 0, floored because its log is taken
+    scheduler.set_timesteps(timesteps=[30, 12, 0])
+    t, t_prev = 30, 12
+    beta = 1 - alphas_cumprod[t] / alphas_cumprod[t_prev]
+    expected = (1 - alphas_cumprod[t_prev]) / (1 - alphas_cumprod[t]) * beta
+    torch.testing.assert_close(scheduler._get_variance(t).double(), expected, rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("timestep_spacing,steps_offset", [("leading", 0), ("leading", 1), ("trailing", 0)])
 def test_ddim_inversion_reconstructs(timestep_spacing, steps_offset):
     config = GenZooDDIMScheduler(clip_sample=False, timestep_spacing=timestep_spacing, steps_offset=steps_offset).config
@@ -682,3 +811,26 @@ def test_other_bad_input():
         GenZooDDIMScheduler().step(sample, 10, sample)
     with pytest.raises(ValueError, match="set_timesteps"):
         GenZooDDIMInverseScheduler().step(sample, 10, sample)
+
+
+@pytest.mark.parametrize("ours_cls", list(PAIRS))
+@pytest.mark.parametrize("length", [9, 11])
+def test_trained_betas_of_the_wrong_length_are_rejected(ours_cls, length):
+    """diffusers accepts them: a shorter one fails later with an IndexError, a longer one is silently cut."""
+    with pytest.raises(ValueError, match=rf"trained_betas has shape \({length},\); expected \(10,\)"):
+        ours_cls(num_train_timesteps=10, trained_betas=[0.1] * length)
+
+
+def test_get_variance_and_inverse_keywords_reject_what_diffusers_silently_mishandles():
+    ddpm = GenZooDDPMScheduler(num_train_timesteps=100)
+    with pytest.raises(ValueError, match="variance_type='nonsense'"):  # diffusers returns β̃_t
+        ddpm._get_variance(10, variance_type="nonsense")
+    for variance_type in ("learned", "learned_range"):  # diffusers returns None / fails inside its arithmetic
+        with pytest.raises(ValueError, match="needs predicted_variance"):
+            ddpm._get_variance(10, variance_type=variance_type)
+    ddpm.set_timesteps(10)
+    with pytest.raises(ValueError, match="timestep 55"):
+        ddpm._get_variance(55)
+    # a misspelt key: diffusers' inverse scheduler ignores any name, so clipping would silently stay on
+    with pytest.raises(TypeError, match=r"\['clip_smaple'\].*ignores thresholding"):
+        GenZooDDIMInverseScheduler(clip_smaple=False)

@@ -48,6 +48,9 @@ from .schedules import (
 )
 
 INVERSE_TIMESTEP_SPACINGS = ("leading", "trailing")
+# Keys of the DDIM and DDPM schedulers' configs that the inverse scheduler accepts and ignores, as diffusers'
+# DDIMInverseScheduler does (through its **kwargs); why each has no effect on inversion: GenZooDDIMInverseScheduler.
+SAMPLER_ONLY_KEYS = ("thresholding", "dynamic_thresholding_ratio", "sample_max_value", "variance_type")
 
 
 @dataclass
@@ -122,7 +125,9 @@ class GenZooDDIMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
         beta_end (`float`, defaults to 0.02): β of the last step (linear, scaled_linear, sigmoid).
         beta_schedule (`"linear"`, `"scaled_linear"`, `"squaredcos_cap_v2"`, `"sigmoid"` or `"laplace"`, defaults to
             `"linear"`): see `schedules.make_betas` (diffusers' DDIM has only the first three).
-        trained_betas (`np.ndarray` or `list[float]`, *optional*): β_0 … β_{T−1} given directly.
+        trained_betas (`np.ndarray` or `list[float]`, *optional*): β_0 … β_{T−1} given directly. Must have length
+            num_train_timesteps: any other raises a ValueError (diffusers accepts it; a shorter one fails later with
+            an IndexError, a longer one is silently cut to its first num_train_timesteps steps).
         clip_sample (`bool`, defaults to `True`): clip x̂_0 to [−clip_sample_range, clip_sample_range].
         set_alpha_to_one (`bool`, defaults to `True`): ᾱ after the last step is 1 (else ᾱ_0).
         steps_offset (`int`, defaults to 0): added to every timestep with "leading" spacing.
@@ -194,8 +199,13 @@ class GenZooDDIMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
         self._step_constants = _tabulate(self.alphas_cumprod, prev_alphas_cumprod)
         self._step_constants_num_inference_steps = self.num_inference_steps
 
-    def _get_variance(self, timestep: int, prev_timestep: int) -> torch.Tensor:
-        """σ_t(η=1)² = (1−ᾱ_{t'})/(1−ᾱ_t) (1 − ᾱ_t/ᾱ_{t'}), eq. (16) (diffusers' helper, used by some pipelines)."""
+    def _get_variance(self, timestep: int | torch.Tensor, prev_timestep: int | torch.Tensor) -> torch.Tensor:
+        """σ_t(η=1)² = (1−ᾱ_{t'})/(1−ᾱ_t) (1 − ᾱ_t/ᾱ_{t'}), Song et al. 2021 eq. (16); σ_t(η)² = η² times this.
+
+        diffusers' `DDIMScheduler._get_variance`, same signature and the same float32 numbers (used by some
+        pipelines); `step` reads the tabulated σ_t instead. t' = `prev_timestep` is given by the caller, whatever
+        `set_timesteps` chose; ᾱ_{t'} = `final_alpha_cumprod` when it is negative. Returns a 0-d float32 tensor.
+        """
         alpha_prod_t = self.alphas_cumprod[timestep]
         alpha_prod_t_prev = self.alphas_cumprod[prev_timestep] if prev_timestep >= 0 else self.final_alpha_cumprod
         return (1 - alpha_prod_t_prev) / (1 - alpha_prod_t) * (1 - alpha_prod_t / alpha_prod_t_prev)
@@ -301,6 +311,20 @@ class GenZooDDIMInverseScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixi
         timestep_spacing (`"leading"` or `"trailing"`, defaults to `"leading"`).
         rescale_betas_zero_snr (`bool`, defaults to `False`).
         set_alpha_to_zero: deprecated alias of set_alpha_to_one, as in diffusers.
+        thresholding, dynamic_thresholding_ratio, sample_max_value (DDIM / DDPM), variance_type (DDPM): accepted and
+            ignored, as diffusers' `DDIMInverseScheduler` accepts them through `**kwargs`, so that a sampler's config
+            can be passed as keywords. (`from_config` never passes them to `__init__`: like diffusers' it logs that
+            it ignores them and keeps them in the config only for converting back to a sampler.) They change no
+            number, and the inversion gives diffusers' numbers: its inverse step never thresholds x̂_0. Thresholding
+            could not be inverted anyway: it clips x̂_0 to ±s and divides by s, many x̂_0 to one, so a sampler that
+            thresholds retraces an inversion only at steps where s = 1 and |x̂_0| ≤ 1, i.e. where it does nothing.
+            variance_type is the σ_t² of DDPM's random step; inversion is deterministic (η = 0) and adds no noise.
+            clip_sample, by contrast, is applied here as in diffusers, though it too breaks invertibility wherever it
+            acts.
+
+    Other unknown keywords raise a TypeError (diffusers ignores any name, so a misspelt `clip_smaple=False` would
+    silently leave clipping on), and a `trained_betas` whose length is not num_train_timesteps a ValueError (diffusers
+    accepts it; a shorter one fails later with an IndexError, a longer one is silently cut to its first T steps).
     """
 
     _compatibles = ["DDIMScheduler", "DDPMScheduler", "GenZooDDIMScheduler", "GenZooDDPMScheduler"]
@@ -325,9 +349,12 @@ class GenZooDDIMInverseScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixi
         rescale_betas_zero_snr: bool = False,
         **kwargs,
     ):
-        unexpected = set(kwargs) - {"set_alpha_to_zero"}
+        unexpected = set(kwargs) - {"set_alpha_to_zero", *SAMPLER_ONLY_KEYS}
         if unexpected:
-            raise TypeError(f"GenZooDDIMInverseScheduler got unexpected arguments {sorted(unexpected)}.")
+            raise TypeError(
+                f"GenZooDDIMInverseScheduler got unexpected arguments {sorted(unexpected)}; besides its own it accepts "
+                f"set_alpha_to_zero and ignores {', '.join(SAMPLER_ONLY_KEYS)}."
+            )
         if kwargs.get("set_alpha_to_zero") is not None:
             warnings.warn("set_alpha_to_zero is deprecated; use set_alpha_to_one.", FutureWarning, stacklevel=2)
             set_alpha_to_one = kwargs["set_alpha_to_zero"]

@@ -156,8 +156,11 @@ class GenZooDDPMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
         beta_schedule (`"linear"`, `"scaled_linear"`, `"squaredcos_cap_v2"`, `"sigmoid"` or `"laplace"`, defaults to
             `"linear"`): how β_t goes from beta_start to beta_end; see `schedules.make_betas`.
         trained_betas (`np.ndarray` or `list[float]`, *optional*): β_0 … β_{T−1} given directly; overrides the above.
+            Must have length num_train_timesteps: any other raises a ValueError (diffusers accepts it; a shorter one
+            fails later with an IndexError, a longer one is silently cut to its first num_train_timesteps steps).
         variance_type (`"fixed_small"`, `"fixed_small_log"`, `"fixed_large"`, `"fixed_large_log"`, `"learned"` or
             `"learned_range"`, defaults to `"fixed_small"`): σ_t² of p_θ(x_{t−1} | x_t); see the module docstring.
+            Any other value raises a ValueError (diffusers accepts it and samples with σ_t² = β̃_t).
         clip_sample (`bool`, defaults to `True`): clip x̂_0 to [−clip_sample_range, clip_sample_range].
         prediction_type (`"epsilon"`, `"sample"` or `"v_prediction"`, defaults to `"epsilon"`): what the model
             predicts: ε, x_0, or v = √ᾱ_t ε − √(1−ᾱ_t) x_0.
@@ -289,6 +292,69 @@ class GenZooDDPMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
         index = int(index[0, 0])
         prev = int(self.timesteps[index + 1]) if index + 1 < len(self.timesteps) else -1
         return torch.tensor(prev) if torch.is_tensor(timestep) else prev
+
+    def _get_variance(
+        self,
+        t: int | torch.Tensor,
+        predicted_variance: torch.Tensor | None = None,
+        variance_type: Literal[
+            "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"
+        ]
+        | None = None,
+    ) -> torch.Tensor:
+        """diffusers' `DDPMScheduler._get_variance`, same signature and the same float32 numbers, for code written
+        against it (`step` itself reads tabulated constants). Note that, as in diffusers, what it returns depends on
+        `variance_type`:
+
+            fixed_small      β̃_t = (1−ᾱ_{t'})/(1−ᾱ_t) β_t     the variance σ_t², Ho et al. 2020 eq. (7)
+            fixed_small_log  √β̃_t = exp(½ log β̃_t)            the standard deviation σ_t (diffusers' rl-diffuser path)
+            fixed_large      β_t = 1 − ᾱ_t/ᾱ_{t'}               the variance σ_t², Ho et al. §3.2
+            fixed_large_log  log β_t                            the log variance (GLIDE's max_log)
+            learned          `predicted_variance` unchanged     σ_t² as the model outputs it
+            learned_range    ½(v+1) log β_t + ½(1−v) log β̃_t    the log variance, Nichol & Dhariwal 2021 eq. (15)
+
+        β̃_t is floored at 1e-20 before use (β̃ = 0 at the last step, and its log is taken). t' is the step `step`
+        goes to from t: t − 1 before `set_timesteps`, the next entry of `timesteps` after it (ᾱ_{t'} = 1 past the end).
+
+        Args:
+            t: the current step, an entry of `timesteps`.
+            predicted_variance: the model's variance channels (B, C, …); needed for "learned" and "learned_range".
+            variance_type: one of `VARIANCE_TYPES`; None: `config.variance_type`.
+
+        Two departures from diffusers, where it gives a silent wrong answer: an unknown `variance_type` raises a
+        ValueError (diffusers returns β̃_t), and so does a learned type without `predicted_variance` (diffusers returns
+        None, or fails inside the arithmetic for "learned_range").
+        """
+        if variance_type is None:
+            variance_type = self.config.variance_type
+        check_choice("variance_type", variance_type, VARIANCE_TYPES)
+        if variance_type in ("learned", "learned_range") and predicted_variance is None:
+            raise ValueError(f"variance_type={variance_type!r} needs predicted_variance, the model's variance output.")
+
+        # 1. ᾱ_t, ᾱ_{t'} and β_t = 1 − ᾱ_t/ᾱ_{t'} (the β of one sampler step)
+        prev_t = int(self.previous_timestep(int(t)))
+        alpha_prod_t = self.alphas_cumprod[int(t)]
+        alpha_prod_t_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.one
+        current_beta_t = 1 - alpha_prod_t / alpha_prod_t_prev
+
+        # 2. β̃_t = (1−ᾱ_{t'})/(1−ᾱ_t) β_t, eq. (7), floored because its log is taken
+        posterior_variance = torch.clamp((1 - alpha_prod_t_prev) / (1 - alpha_prod_t) * current_beta_t, min=1e-20)
+
+        # 3. the quantity diffusers returns for this variance type (table above)
+        if variance_type == "fixed_small":
+            return posterior_variance
+        if variance_type == "fixed_small_log":
+            return torch.exp(0.5 * torch.log(posterior_variance))
+        if variance_type == "fixed_large":
+            return current_beta_t
+        if variance_type == "fixed_large_log":
+            return torch.log(current_beta_t)
+        if variance_type == "learned":
+            return predicted_variance
+        # learned_range: frac = (v + 1)/2 between log β̃_t (min_log) and log β_t (max_log)
+        min_log, max_log = torch.log(posterior_variance), torch.log(current_beta_t)
+        frac = (predicted_variance + 1) / 2
+        return frac * max_log + (1 - frac) * min_log
 
     def _predict_original_sample(self, model_output, sample, sqrt_alpha_prod_t, sqrt_beta_prod_t):
         """x̂_0 from the model output and x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε, before clipping."""
