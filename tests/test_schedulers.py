@@ -834,3 +834,29 @@ def test_get_variance_and_inverse_keywords_reject_what_diffusers_silently_mishan
     # a misspelt key: diffusers' inverse scheduler ignores any name, so clipping would silently stay on
     with pytest.raises(TypeError, match=r"\['clip_smaple'\].*ignores thresholding"):
         GenZooDDIMInverseScheduler(clip_smaple=False)
+
+
+def test_variational_bound_gaussian_decoder_is_the_density_of_x0_given_x1():
+    """decoder="gaussian" (continuous data such as latents): L_0 = −log N(x_0; μ_θ(x_1), σ_1²), and data outside
+    [−1, 1] is accepted; the KL terms are those of the discretised bound."""
+    import math
+
+    torch.manual_seed(0)
+    scheduler = GenZooDDPMScheduler(num_train_timesteps=20, clip_sample=False)
+    x_0 = 3 * torch.randn(2, 3, 4, 4)
+    model = lambda x_t, t: 0.1 * x_t  # noqa: E731  (any deterministic ε-prediction)
+    bound = scheduler.variational_bound(model, x_0, generator=torch.Generator().manual_seed(0), decoder="gaussian")
+
+    noise = torch.randn(x_0.shape, generator=torch.Generator().manual_seed(0))
+    alpha_prod = scheduler.alphas_cumprod[0]
+    x_1 = alpha_prod.sqrt() * x_0 + (1 - alpha_prod).sqrt() * noise  # the bound's first draw is L_0's x_t
+    x0_hat = (x_1 - (1 - alpha_prod).sqrt() * model(x_1, None)) / alpha_prod.sqrt()
+    chain = scheduler._train_chain()
+    mean = chain["posterior_mean_coef_x0"][0] * x0_hat + chain["posterior_mean_coef_xt"][0] * x_1
+    log_variance = chain["log_posterior_variance"][0]
+    expected = 0.5 * (math.log(2 * math.pi) + log_variance + (x_0 - mean) ** 2 / log_variance.exp())
+    torch.testing.assert_close(bound.decoder_nats, expected.flatten(1).sum(1), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="decoder must be"):
+        scheduler.variational_bound(model, x_0, decoder="logistic")
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        scheduler.variational_bound(model, x_0)

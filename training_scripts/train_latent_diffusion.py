@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_channels", type=int, default=3, choices=(1, 3))
     parser.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=True, help="centre crop (default) or a seeded random crop, drawn once when the latents are cached")
     parser.add_argument("--num_shapes", type=int, nargs="+", default=None, choices=(1, 2), help="shapes per scene in the shapes world (default: 1 2 for text, 1 otherwise)")
-    parser.add_argument("--max_train_samples", type=int, default=None)
+    parser.add_argument("--max_train_samples", type=int, default=None, help="at most N training images; the shapes world generates N (default 10,000)")
     parser.add_argument("--max_eval_samples", type=int, default=1000)
     parser.add_argument("--cache_dir", default=None, help="where latent caches live (default: ~/.cache/hf_genzoo/latents, or $HF_GENZOO_CACHE)")
     parser.add_argument("--encode_batch_size", type=int, default=256, help="images per first-stage pass when building the cache")
@@ -206,7 +206,9 @@ def cached_split(args, split: str, max_samples: int | None, first_stage, first_s
     from hf_genzoo.data.loading import find_image_column, load_source_dataset, preprocess_image
     from hf_genzoo.pipelines.pipeline_latent_diffusion import is_vq_first_stage
 
-    shapes_kwargs = {"num_shapes": tuple(args.num_shapes)} if args.dataset_name == "shapes" else {}
+    shapes_kwargs = {}
+    if args.dataset_name == "shapes":  # the shapes world generates --max_train_samples / --max_eval_samples images
+        shapes_kwargs = {"num_shapes": tuple(args.num_shapes), **({"num_samples": max_samples} if max_samples else {})}
     raw = load_source_dataset(args.dataset_name, split, args.resolution, max_samples, args.seed, **shapes_kwargs)
     image_column = find_image_column(raw, args.image_column)
     if not isinstance(raw.features[image_column], datasets.Image):

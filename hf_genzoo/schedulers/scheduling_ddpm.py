@@ -511,12 +511,14 @@ class GenZooDDPMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
         generator: torch.Generator | None = None,
         num_sampled_timesteps: int | None = None,
         clip_denoised: bool | None = None,
+        decoder: str = "discretized",
     ) -> VariationalBoundOutput:
         """L = L_T + Σ_{t>1} L_{t−1} + L_0 ≥ −log p_θ(x_0), per image (Ho et al. 2020, eq. 5 and §3.3).
 
             L_T     = KL(q(x_T | x_0) ‖ N(0, I))                        closed form
             L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t))    at one x_t ~ q(x_t | x_0) per step
-            L_0     = −log p_θ(x_0 | x_1)                               discretised Gaussian decoder, eq. (13)
+            L_0     = −log p_θ(x_0 | x_1)                               discretised Gaussian decoder, eq. (13),
+                                                                        or a Gaussian density (continuous data)
 
         p_θ(x_{t−1} | x_t) = N(μ̃_t(x_t, x̂_0), σ_t² I), with x̂_0 from the model output (any `prediction_type`) and σ_t²
         from `variance_type`. As in Ho et al.'s code, where σ_0² would be β̃_0 = 0 (the decoder with "fixed_small", or
@@ -532,12 +534,18 @@ class GenZooDDPMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
                 L_T and L_0 are always included.
             clip_denoised: None: process x̂_0 as `step` does (config clip_sample / thresholding); True: clip to
                 ±clip_sample_range; False: leave it.
+            decoder: "discretized" (pixels on the 256-level grid in [−1, 1]: L_0 is the probability of x_0's bin,
+                eq. 13) or "gaussian" (continuous data of any range, such as a first stage's latents: L_0 is the
+                density −log N(x_0; μ_θ(x_1, 1), σ_1²), so the bound is on a density, in nats per dimension, not
+                on a probability).
 
         Returns:
             `VariationalBoundOutput`: nats and bits/dim (divided by D·ln 2, D = values per image), and the terms.
         """
         T = self.config.num_train_timesteps
-        if x_0.min() < -1 or x_0.max() > 1:
+        if decoder not in ("discretized", "gaussian"):
+            raise ValueError(f"decoder must be 'discretized' or 'gaussian', got {decoder!r}")
+        if decoder == "discretized" and (x_0.min() < -1 or x_0.max() > 1):
             raise ValueError(f"x_0 must lie in [-1, 1], got values in [{x_0.min().item()}, {x_0.max().item()}].")
         if num_sampled_timesteps is None:
             kl_timesteps = torch.arange(1, T)
@@ -558,9 +566,9 @@ class GenZooDDPMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
         log_variance_T = 2 * math.log(chain["sqrt_beta_prod"][T - 1])
         prior_nats = normal_kl(mean_T, log_variance_T, torch.zeros_like(x_0), 0.0).flatten(1).sum(1)
 
-        decoder_nats = self._bound_term(model_output_fn, x_0, 0, chain, generator, clip_denoised)
+        decoder_nats = self._bound_term(model_output_fn, x_0, 0, chain, generator, clip_denoised, decoder)
         kl_nats = torch.stack(
-            [self._bound_term(model_output_fn, x_0, int(t), chain, generator, clip_denoised) for t in kl_timesteps],
+            [self._bound_term(model_output_fn, x_0, int(t), chain, generator, clip_denoised, decoder) for t in kl_timesteps],
             dim=1,
         )  # (B, K)
 
@@ -574,7 +582,7 @@ class GenZooDDPMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
             timesteps=kl_timesteps,
         )
 
-    def _bound_term(self, model_output_fn, x_0, t: int, chain, generator, clip_denoised) -> torch.Tensor:
+    def _bound_term(self, model_output_fn, x_0, t: int, chain, generator, clip_denoised, decoder="discretized") -> torch.Tensor:
         """L_{t−1} (t ≥ 1) or L_0 (t = 0) in nats per image, (B,), at one x_t ~ q(x_t | x_0)."""
         batch_size, channels = x_0.shape[:2]
         # 1. x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε
@@ -613,6 +621,11 @@ class GenZooDDPMScheduler(ForwardProcessMixin, SchedulerMixin, ConfigMixin):
             )
 
         # 4. L_0 = −log p_θ(x_0 | x_1), eq. (13), or L_{t−1} = KL(N(μ̃_t(x_t, x_0), β̃_t) ‖ N(μ_θ, σ_t²))
+        if t == 0 and decoder == "gaussian":
+            # −log N(x_0; μ_θ, σ²) = ½ (log 2π + log σ² + (x_0 − μ_θ)² / σ²) per value
+            log_variance = torch.as_tensor(model_log_variance, dtype=x_0.dtype, device=x_0.device)
+            nll = 0.5 * (math.log(2 * math.pi) + log_variance + (x_0 - model_mean) ** 2 * torch.exp(-log_variance))
+            return nll.flatten(1).sum(1)
         if t == 0:
             return -discretized_gaussian_log_likelihood(x_0, model_mean, model_log_variance).flatten(1).sum(1)
         true_mean = coef_x0 * x_0 + coef_xt * x_t
