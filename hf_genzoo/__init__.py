@@ -21,6 +21,19 @@ from .models import (
     VQVAEModel,
 )
 from .schedulers import GenZooDDIMInverseScheduler, GenZooDDIMScheduler, GenZooDDPMScheduler
+from .attention import (
+    AttentionControl,
+    AttentionControlEdit,
+    AttentionLayer,
+    AttentionRefine,
+    AttentionReplace,
+    AttentionReweight,
+    AttentionStore,
+    EmptyControl,
+    LocalBlend,
+    PromptToPromptAttnProcessor,
+    register_attention_control,
+)
 from .pipelines import AutoencoderPipeline, GANPipeline, GenZooPipeline, LatentDiffusionPipeline, PixelDiffusionPipeline, VQVAEPipeline
 
 __all__ = [
@@ -42,4 +55,15 @@ __all__ = [
     "GumbelQuantizer",
     "VQVAEModel",
     "VQVAEPipeline",
+    "AttentionControl",
+    "AttentionControlEdit",
+    "AttentionLayer",
+    "AttentionRefine",
+    "AttentionReplace",
+    "AttentionReweight",
+    "AttentionStore",
+    "EmptyControl",
+    "LocalBlend",
+    "PromptToPromptAttnProcessor",
+    "register_attention_control",
 ]
