@@ -357,38 +357,28 @@ def make_pipeline(first_stage, unet, noise_scheduler, text_encoder=None, tokeniz
 
 class CacheBatches:
     """The rank's micro-batches of cached rows, in the order `micro_batches` gives (a function of seed and step), read
-    from the memory-mapped cache by a DataLoader: `(micro_index, batch dict)`."""
+    from the memory-mapped cache by a DataLoader (`--dataloader_num_workers`): `(micro_index, batch dict)`."""
 
     def __init__(self, dataset, args, accelerator, num_train, batches_per_epoch, start_step, columns):
+        from hf_genzoo.data.latent_cache import CacheRows
         from hf_genzoo.training_utils import micro_batches
 
         self.order = micro_batches(args, accelerator, num_train, batches_per_epoch, start_step)
         self.first_index = start_step * args.gradient_accumulation_steps
-        self.dataset = dataset.select_columns(columns).with_format("torch")
+        self.rows = CacheRows(dataset, columns)
         self.num_workers = args.dataloader_num_workers
 
     def __iter__(self):
         from torch.utils.data import DataLoader
 
         loader = DataLoader(
-            self.dataset,
+            self.rows,
             batch_sampler=(indices.tolist() for _, indices in self.order),
             num_workers=self.num_workers,
-            collate_fn=_collate,
+            collate_fn=lambda batch: batch,
         )
         for offset, batch in enumerate(loader):
             yield self.first_index + offset, batch
-
-
-def _collate(rows):
-    """A list of row dicts (the cache's `__getitems__`) or a dict of batched columns → a dict of batched columns."""
-    if isinstance(rows, dict):
-        return rows
-    batch = {}
-    for key in rows[0]:
-        values = [row[key] for row in rows]
-        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
-    return batch
 
 
 def condition_inputs(batch, args, generator, tokenizer, null_label, device, empty_prompt_embeds=None):
@@ -488,8 +478,11 @@ def sample_grid(pipe, args, eval_rows, num_classes, count: int = 16):
 def validation_loss(denoiser, noise_scheduler, eval_cache, scaling_factor, args, condition_fn, count: int) -> float:
     """The loss on `count` held-out latents at fixed timesteps, noise and conditions (the training loss stays flat
     while samples improve; this one moves with the model)."""
+    from hf_genzoo.data.latent_cache import gather_rows
+
     generator = torch.Generator().manual_seed(args.seed + 7)
-    rows = eval_cache.with_format("torch")[: min(count, len(eval_cache))]
+    columns = ["latent_mean", "latent_std"] + [c for c in (args.label_column, "prompt_embeds", args.caption_column_resolved) if c in eval_cache.column_names]
+    rows = gather_rows(eval_cache, list(range(min(count, len(eval_cache)))), columns)
     losses = []
     for start in range(0, len(rows["latent_mean"]), 128):
         batch = {k: v[start : start + 128] for k, v in rows.items()}
@@ -501,17 +494,18 @@ def validation_loss(denoiser, noise_scheduler, eval_cache, scaling_factor, args,
 def evaluate(pipe, args, eval_cache, num_classes) -> dict:
     """Latent bits/dim of held-out images and the oracle's reading of samples (one per held-out caption for text,
     classes in turn for class-conditional, validity and coverage for unconditional)."""
+    from hf_genzoo.data.latent_cache import gather_rows
     from hf_genzoo.metrics import sample_quality_metrics
     from hf_genzoo.metrics.text_to_image import caption_metrics
 
     metrics: dict = {}
     pipe.set_progress_bar_config(disable=True)
     shapes = args.dataset_name == "shapes"
-    rows = eval_cache[: args.num_generated]
+    rows = eval_cache.select_columns([c for c in eval_cache.column_names if not c.startswith(("latent_", "prompt_embeds"))])[: args.num_generated]
     if args.num_likelihood_images:
         n = min(args.num_likelihood_images, len(eval_cache))
         generator = torch.Generator().manual_seed(args.seed)
-        held_out = eval_cache.with_format("torch")[:n]
+        held_out = gather_rows(eval_cache, list(range(n)), ["latent_mean"] + ([args.caption_column_resolved] if args.conditioning == "text" else []))
         bits = []
         for start in range(0, n, 128):
             z_0 = held_out["latent_mean"][start : start + 128].to(pipe.device) * pipe.scaling_factor

@@ -125,17 +125,53 @@ def build_latent_cache(
     return datasets.Dataset.from_file(os.path.join(folder, DATA_FILE))
 
 
+def gather_rows(dataset: datasets.Dataset, indices, columns: Iterable[str]) -> dict:
+    """Rows `indices` of a memory-mapped cache, read straight from Arrow: array columns (`Array2D` / `Array3D`) as
+    torch tensors (B, *shape), others as Python lists. About 40× faster than `dataset[indices]`, whose formatting
+    converts every nested value on its own (2 against 80 ms for 128 rows of 4×8×8 latents)."""
+    import pyarrow as pa
+
+    columns = list(columns)
+    table = dataset.data.table.select(columns).take(pa.array(indices, type=pa.int64()))
+    out = {}
+    for name in columns:
+        feature = dataset.features[name]
+        column = table.column(name).combine_chunks()
+        if isinstance(feature, (datasets.Array2D, datasets.Array3D)):
+            values = column.storage if isinstance(column, pa.ExtensionArray) else column
+            for _ in feature.shape:  # list<list<…<float>>> → the flat values, zero-copy
+                values = values.flatten()
+            out[name] = torch.from_numpy(values.to_numpy(zero_copy_only=False).reshape(len(indices), *feature.shape))
+        else:
+            out[name] = column.to_pylist()
+    return out
+
+
+class CacheRows(torch.utils.data.Dataset):
+    """A DataLoader's view of a cache: `__getitems__(indices)` gathers a whole batch with `gather_rows` (the
+    DataLoader's `batch_sampler` gives the indices; use `collate_fn=lambda batch: batch`)."""
+
+    def __init__(self, dataset: datasets.Dataset, columns: Iterable[str]):
+        self.dataset, self.columns = dataset, list(columns)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, indices) -> dict:
+        return gather_rows(self.dataset, indices, self.columns)
+
+
 def latent_statistics(dataset: datasets.Dataset, batch_size: int = 4096) -> tuple[float, float]:
     """(mean, std) over every value of z = mean + std · ε of the cached posteriors, without drawing ε:
     E[z] = E[μ], Var[z] = Var[μ] + E[σ²]; read in batches."""
     count, total, total_sq, total_var = 0, 0.0, 0.0, 0.0
     for start in range(0, len(dataset), batch_size):
-        rows = dataset.select_columns(["latent_mean", "latent_std"]).with_format("numpy")[start : start + batch_size]
-        mu, sigma = np.asarray(rows["latent_mean"], dtype=np.float64), np.asarray(rows["latent_std"], dtype=np.float64)
-        count += mu.size
-        total += mu.sum()
-        total_sq += (mu**2).sum()
-        total_var += (sigma**2).sum()
+        rows = gather_rows(dataset, list(range(start, min(start + batch_size, len(dataset)))), ["latent_mean", "latent_std"])
+        mu, sigma = rows["latent_mean"].double(), rows["latent_std"].double()
+        count += mu.numel()
+        total += mu.sum().item()
+        total_sq += (mu**2).sum().item()
+        total_var += (sigma**2).sum().item()
     mean = total / count
     variance = total_sq / count - mean**2 + total_var / count
     return float(mean), float(np.sqrt(variance))
