@@ -151,6 +151,18 @@ class LatentDiffusionPipeline(PixelDiffusionPipeline):
     def scaling_factor(self) -> float:
         return float(self.first_stage.config.scaling_factor)
 
+    def model_card_fields(self) -> dict:
+        if self.is_text_conditioned:
+            conditioning = "text"
+        else:
+            conditioning = "class" if self.num_classes is not None else "none"
+        return {
+            "conditioning": conditioning,
+            "num_classes": self.num_classes,
+            "first_stage_class": type(self.first_stage).__name__,
+            "model_class": type(self.unet).__name__,
+        }
+
     def _image_processor(self) -> VaeImageProcessor:
         return self.image_processor
 
@@ -315,6 +327,9 @@ class LatentDiffusionPipeline(PixelDiffusionPipeline):
             )
         if negative_prompt is not None:
             raise ValueError("negative_prompt needs a text-conditioned UNet")
+        if class_labels is not None and torch.as_tensor(class_labels).numel() > 1:
+            batch_size = torch.as_tensor(class_labels).numel()  # one image per label, as one per prompt
+            class_labels = torch.as_tensor(class_labels).flatten().repeat_interleave(num_images_per_prompt)
         num_images = batch_size * num_images_per_prompt
         labels = self.prepare_class_labels(class_labels, num_images)
         do_cfg = labels is not None and guidance_scale > 1.0
@@ -356,8 +371,9 @@ class LatentDiffusionPipeline(PixelDiffusionPipeline):
         Args:
             prompt (`str` or `list[str]`): the text condition (text-conditioned UNet only); one image per prompt
                 times `num_images_per_prompt`.
-            class_labels (`int`, a list or a tensor, *optional*): class condition (class-conditional `UNet2DModel`),
-                one label for all images or one per image; None samples the unconditional (∅) model.
+            class_labels (`int`, a list or a tensor, *optional*): class condition (class-conditional `UNet2DModel`):
+                one label for all `batch_size` images, or a list giving one image per label (times
+                `num_images_per_prompt`); None samples the unconditional (∅) model.
             negative_prompt (`str` or `list[str]`, *optional*): the ∅ of guidance instead of the empty prompt.
             batch_size (`int`, defaults to 1): images per call for unconditional and class-conditional sampling (a
                 prompt list sets the batch for text).

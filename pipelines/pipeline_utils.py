@@ -49,10 +49,15 @@ class GenZooPipeline(DiffusionPipeline):
                 model_name=os.path.basename(os.path.abspath(save_directory)),
                 pipeline_class=type(self).__name__,
                 tags=list(self.model_card_tags),
+                **self.model_card_fields(),
             )
         if push_to_hub:
             repo_id = repo_id or os.path.basename(os.path.abspath(save_directory))
             _upload(save_directory, repo_id, **hub_kwargs)
+
+    def model_card_fields(self) -> dict:
+        """Template fields that describe this pipeline's components (for a card written without training numbers)."""
+        return {}
 
     def push_to_hub(
         self,
