@@ -5,6 +5,8 @@
 # logs, metrics, sample grids, and the text-to-image folder (weights included) as a tar split into 15 MB parts.
 #
 #   OUT=/tmp/out SMOKE=1 bash benchmarks/device_latent_diffusion.sh     # the same chain at toy size, on a CPU
+#   VAE=folder CLASS=0 TRAIN_SECONDS=110 bash benchmarks/device_latent_diffusion.sh   # a trained first stage, text only,
+#                                                                                     # training stopped after 110 s
 set -uo pipefail
 OUT=${OUT:-/tmp/ldm-out}
 R=${RUNS:-/tmp/ldm-runs}
@@ -13,10 +15,11 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_GENZOO_CACHE=$R/cache TQDM_MININTE
 if [ "${SMOKE:-0}" = 1 ]; then
   VAE_STEPS=20; VAE_WIDTHS="8 16 16"; TEXT_STEPS=6; CLASS_STEPS=6; N_TRAIN=512; N_EVAL=64; PRESET=tiny; BATCH=32; GEN=32; MP=no
 else
-  VAE_STEPS=4000; VAE_WIDTHS="32 64 128"; TEXT_STEPS=${TEXT_STEPS:-7000}; CLASS_STEPS=4000; N_TRAIN=50000; N_EVAL=1000; PRESET=small; BATCH=128; GEN=1000; MP=bf16
+  VAE_STEPS=4000; VAE_WIDTHS="32 64 128"; TEXT_STEPS=${TEXT_STEPS:-7000}; CLASS_STEPS=4000; N_TRAIN=${N_TRAIN:-50000}; N_EVAL=1000; PRESET=small; BATCH=128; GEN=1000; MP=bf16
 fi
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$OUT/device.txt"
 
+if [ -z "${VAE:-}" ]; then
 # 1. the first stage: KL-f4 (three levels: 32×32 → 8×8×4 latents), two KL weights side by side
 for beta in 0.001 0.01; do
   python3 training_scripts/train_autoencoder.py --model vae --latent_type spatial --latent_channels 4 \
@@ -32,22 +35,25 @@ for beta in 0.001 0.01; do
   echo "beta $beta: reconstruction validity (worse of 1/2 shapes) $v"
   if python3 -c "import sys; sys.exit(0 if $v > $best_validity else 1)"; then best="$R/kl-f4-beta$beta"; best_validity=$v; fi
 done
+else
+  best=$VAE
+fi
 echo "first stage: $best"
 
 # 2. text-to-image and class-conditional latent diffusion on its latents, side by side
 common="--vae $best --unet_preset $PRESET --train_batch_size $BATCH --max_eval_samples $N_EVAL --num_generated $GEN \
   --mixed_precision $MP --validation_steps 2000 --checkpointing_steps 100000 --learning_rate 3e-4 --lr_warmup_steps 500"
+budget=${TRAIN_SECONDS:+--max_train_seconds $TRAIN_SECONDS}
 python3 training_scripts/train_latent_diffusion.py $common --conditioning text --max_train_samples $N_TRAIN \
-  --max_train_steps $TEXT_STEPS --output_dir "$R/shapes-ldm-text" > "$OUT/ldm-text.log" 2>&1 &
+  --max_train_steps $TEXT_STEPS $budget --output_dir "$R/shapes-ldm-text" 2>&1 | tr '\r' '\n' | grep -av " it/s\| s/it" > "$OUT/ldm-text.log" &
+if [ "${CLASS:-1}" = 1 ]; then
 python3 training_scripts/train_latent_diffusion.py $common --conditioning class --max_train_samples $N_TRAIN \
-  --max_train_steps $CLASS_STEPS --output_dir "$R/shapes-ldm-class" > "$OUT/ldm-class.log" 2>&1 &
+  --max_train_steps $CLASS_STEPS $budget --output_dir "$R/shapes-ldm-class" 2>&1 | tr '\r' '\n' | grep -av " it/s\| s/it" > "$OUT/ldm-class.log" &
+fi
 wait
 
 # 3. what comes back: logs and numbers in one tar, the text-to-image folder (weights) split into parts
-for run in kl-f4-beta0.001 kl-f4-beta0.01 shapes-ldm-text shapes-ldm-class; do
-  grep -h "metrics:\|saved \|Error\|error" "$OUT"/*.log | tail -n 3 > /dev/null
-done
 tar -C "$R" -czf "$OUT/results.tar.gz" --exclude='checkpoint-*' --exclude='cache' --exclude='*.safetensors' --exclude='logs' .
-tar -C "$R" -cf - --exclude='checkpoint-*' --exclude='logs' shapes-ldm-text "$(basename "$best")" | split -b 15m - "$OUT/text-model.tar.part-"
+tar -C "$R" -cf - --exclude='checkpoint-*' --exclude='logs' shapes-ldm-text | split -b 15m - "$OUT/text-model.tar.part-"
 ls -la "$OUT"
 for f in "$OUT"/*.log; do echo "== $f"; grep -a "metrics:\|saved \|Traceback\|Error" "$f" | tail -n 4; done

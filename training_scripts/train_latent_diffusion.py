@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train_batch_size", type=int, default=64, help="per process")
     parser.add_argument("--num_epochs", type=int, default=20)
     parser.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_epochs")
+    parser.add_argument("--max_train_seconds", type=float, default=None, help="stop training after this many seconds (then evaluate and save as usual; the LR schedule still spans --max_train_steps): for runs on a time budget")
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
     parser.add_argument("--learning_rate", type=float, default=None, help=f"default {DEFAULT_LEARNING_RATE}; on resume, the checkpoint's schedule is kept unless this flag is given")
     parser.add_argument("--lr_scheduler", default="cosine", choices=("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"))
@@ -722,6 +723,13 @@ def main(args: argparse.Namespace) -> str:
             accelerator.log({"validation_loss": val_loss}, step=global_step)
             logger.info(f"step {global_step}: validation loss {val_loss:.4f}")
             save_validation_grid(accelerator, args.output_dir, grid, global_step)
+        if args.max_train_seconds is not None:  # every rank stops at the same step: the slowest clock decides
+            over = torch.tensor(float(time.perf_counter() - start_time > args.max_train_seconds), device=accelerator.device)
+            if accelerator.reduce(over, "max").item() > 0:
+                logger.info(f"--max_train_seconds {args.max_train_seconds} reached at step {global_step}")
+                if accelerator.is_main_process and global_step % args.checkpointing_steps:
+                    last_good_checkpoint = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                break
     train_seconds = time.perf_counter() - start_time
     accelerator.wait_for_everyone()
 

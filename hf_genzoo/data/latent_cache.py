@@ -35,8 +35,9 @@ DATA_FILE = "data.arrow"
 def module_fingerprint(model: torch.nn.Module, ignore_config_keys: Iterable[str] = ("scaling_factor",)) -> str:
     """sha256 of a model's class, config (less `ignore_config_keys`) and every parameter and buffer."""
     digest = hashlib.sha256(type(model).__name__.encode())
-    config = getattr(model, "config", {}) or {}
-    config = {k: v for k, v in dict(config).items() if k not in set(ignore_config_keys) and not k.startswith("_")}
+    config = getattr(model, "config", None) or {}
+    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)  # transformers' or diffusers' config
+    config = {k: v for k, v in config.items() if k not in set(ignore_config_keys) and not k.startswith("_")}
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
@@ -141,7 +142,8 @@ def gather_rows(dataset: datasets.Dataset, indices, columns: Iterable[str]) -> d
             values = column.storage if isinstance(column, pa.ExtensionArray) else column
             for _ in feature.shape:  # list<list<…<float>>> → the flat values, zero-copy
                 values = values.flatten()
-            out[name] = torch.from_numpy(values.to_numpy(zero_copy_only=False).reshape(len(indices), *feature.shape))
+            array = values.to_numpy(zero_copy_only=False).reshape(len(indices), *feature.shape)
+            out[name] = torch.from_numpy(array.copy() if not array.flags.writeable else array)
         else:
             out[name] = column.to_pylist()
     return out
