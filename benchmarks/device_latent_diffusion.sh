@@ -15,21 +15,23 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_GENZOO_CACHE=$R/cache TQDM_MININTE
 if [ "${SMOKE:-0}" = 1 ]; then
   VAE_STEPS=20; VAE_WIDTHS="8 16 16"; TEXT_STEPS=6; CLASS_STEPS=6; N_TRAIN=512; N_EVAL=64; PRESET=tiny; BATCH=32; GEN=32; MP=no
 else
-  VAE_STEPS=4000; VAE_WIDTHS="32 64 128"; TEXT_STEPS=${TEXT_STEPS:-7000}; CLASS_STEPS=4000; N_TRAIN=${N_TRAIN:-50000}; N_EVAL=1000; PRESET=small; BATCH=128; GEN=1000; MP=bf16
+  VAE_STEPS=${VAE_STEPS:-4000}; VAE_WIDTHS="32 64 128"; TEXT_STEPS=${TEXT_STEPS:-7000}; CLASS_STEPS=4000; N_TRAIN=${N_TRAIN:-50000}; N_EVAL=1000; PRESET=small; BATCH=128; GEN=1000; MP=bf16
 fi
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$OUT/device.txt"
 
 if [ -z "${VAE:-}" ]; then
 # 1. the first stage: KL-f4 (three levels: 32×32 → 8×8×4 latents), two KL weights side by side
-for beta in 0.001 0.01; do
+for beta in ${BETAS:-0.001 0.01}; do
   python3 training_scripts/train_autoencoder.py --model vae --latent_type spatial --latent_channels 4 \
     --block_out_channels $VAE_WIDTHS --beta $beta --num_shapes 2 --mixed_precision $MP --train_batch_size 64 \
     --max_train_steps $VAE_STEPS --lr_warmup_steps 200 --iwae_samples 0 --num_generated 64 --validation_steps 100000 \
-    --checkpointing_steps 100000 --output_dir "$R/kl-f4-beta$beta" > "$OUT/vae-beta$beta.log" 2>&1 &
+    --checkpointing_steps 100000 --output_dir "$R/kl-f4-beta$beta" 2>&1 | tr '\r' '\n' | grep -av " it/s\| s/it" > "$OUT/vae-beta$beta.log" &
 done
 wait
-best=""; best_validity=-1
-for beta in 0.001 0.01; do
+set -- ${BETAS:-0.001 0.01}
+best="$R/kl-f4-beta$1"; best_validity=-1
+for beta in ${BETAS:-0.001 0.01}; do
+  [ $# = 1 ] && break  # one first stage: nothing to choose
   python3 benchmarks/first_stage_reconstructions.py "$R/kl-f4-beta$beta" --num_images $N_EVAL --output "$R/kl-f4-beta$beta/reconstructions.json" > /dev/null 2>>"$OUT/errors.log"
   v=$(python3 -c "import json; r=json.load(open('$R/kl-f4-beta$beta/reconstructions.json')); print(min(r['1_shape']['oracle_validity_reconstructions'], r['2_shape']['oracle_validity_reconstructions']))")
   echo "beta $beta: reconstruction validity (worse of 1/2 shapes) $v"
@@ -54,6 +56,6 @@ wait
 
 # 3. what comes back: logs and numbers in one tar, the text-to-image folder (weights) split into parts
 tar -C "$R" -czf "$OUT/results.tar.gz" --exclude='checkpoint-*' --exclude='cache' --exclude='*.safetensors' --exclude='logs' .
-tar -C "$R" -cf - --exclude='checkpoint-*' --exclude='logs' shapes-ldm-text | split -b 15m - "$OUT/text-model.tar.part-"
+tar -C "$R" -cf - --exclude='checkpoint-*' --exclude='logs' --exclude='cache' . | split -b 15m - "$OUT/text-model.tar.part-"
 ls -la "$OUT"
 for f in "$OUT"/*.log; do echo "== $f"; grep -a "metrics:\|saved \|Traceback\|Error" "$f" | tail -n 4; done
