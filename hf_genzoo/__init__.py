@@ -35,6 +35,7 @@ from .attention import (
     register_attention_control,
 )
 from .pipelines import AutoencoderPipeline, GANPipeline, GenZooPipeline, LatentDiffusionPipeline, PixelDiffusionPipeline, VQVAEPipeline
+from .pipelines import AttentionMapsOutput, Inversion, PromptToPromptPipeline, PromptToPromptPipelineOutput
 
 __all__ = [
     "AutoencoderModel",
@@ -50,6 +51,10 @@ __all__ = [
     "GenZooPipeline",
     "LatentDiffusionPipeline",
     "PixelDiffusionPipeline",
+    "PromptToPromptPipeline",
+    "PromptToPromptPipelineOutput",
+    "AttentionMapsOutput",
+    "Inversion",
     "VAEModel",
     "VectorQuantizer",
     "GumbelQuantizer",

@@ -4,7 +4,9 @@ from .pipeline_autoencoder import AutoencoderPipeline
 from .pipeline_gan import GANPipeline, save_gif
 from .pipeline_latent_diffusion import LatentDiffusionPipeline
 from .pipeline_pixel_diffusion import PixelDiffusionPipeline
+from .pipeline_prompt_to_prompt import AttentionMapsOutput, Inversion, PromptToPromptPipeline, PromptToPromptPipelineOutput
 from .pipeline_utils import GenZooPipeline
 from .pipeline_vqvae import VQVAEPipeline
 
 __all__ = ["AutoencoderPipeline", "GANPipeline", "LatentDiffusionPipeline", "GenZooPipeline", "PixelDiffusionPipeline", "VQVAEPipeline", "save_gif"]
+__all__ += ["AttentionMapsOutput", "Inversion", "PromptToPromptPipeline", "PromptToPromptPipelineOutput"]
