@@ -20,6 +20,7 @@ from .models import (
     VectorQuantizer,
     VQVAEModel,
 )
+from .models import EditPairLatents, encode_edit_pair, widen_conv_in
 from .schedulers import GenZooDDIMInverseScheduler, GenZooDDIMScheduler, GenZooDDPMScheduler
 from .attention import (
     AttentionControl,
@@ -35,6 +36,7 @@ from .attention import (
     register_attention_control,
 )
 from .pipelines import AutoencoderPipeline, GANPipeline, GenZooPipeline, LatentDiffusionPipeline, PixelDiffusionPipeline, VQVAEPipeline
+from .pipelines import InstructPix2PixPipeline
 from .pipelines import AttentionMapsOutput, Inversion, PromptToPromptPipeline, PromptToPromptPipelineOutput
 
 __all__ = [
@@ -72,3 +74,4 @@ __all__ = [
     "PromptToPromptAttnProcessor",
     "register_attention_control",
 ]
+__all__ += ["EditPairLatents", "InstructPix2PixPipeline", "encode_edit_pair", "widen_conv_in"]
