@@ -358,3 +358,20 @@ $prior --vqvae "$out/mnist-vqvae-restart" --dataset_name "$data/mnist" --num_gen
 
 # 10. nearest-code search: one matrix product against the naive broadcasted distance
 python benchmarks/bench_quantize.py --output "$out/bench_quantize.json"
+
+# 11. latent diffusion and prompt-to-prompt on the shapes world
+# the KL-f4 first stage and a 55-second text-to-image run, on one NVIDIA H200 (the device tool; bf16)
+#   BETAS=0.001 VAE_STEPS=2500 CLASS=0 N_TRAIN=20000 TEXT_STEPS=1500 TRAIN_SECONDS=55 bash benchmarks/device_latent_diffusion.sh
+# (the KL weight chosen by the script's default, both weights at 4,000 steps: TEXT_STEPS=6000 bash benchmarks/device_latent_diffusion.sh;
+# it printed the reconstruction validities and ran out of its time limit in the diffusion stage)
+python benchmarks/first_stage_reconstructions.py "$out/kl-f4-beta0.001" --num_images 1000 \
+    --output "$out/shapes-kl-f4-reconstructions.json"
+# text-to-image on 2 CPU cores (fp32: the CPU has no native bf16), tiny preset, on that first stage's latents
+python training_scripts/train_latent_diffusion.py --vae "$out/kl-f4-beta0.001" --conditioning text --unet_preset tiny \
+    --train_batch_size 64 --max_train_samples 20000 --max_eval_samples 1000 --num_generated 1000 --mixed_precision auto \
+    --validation_steps 1000 --checkpointing_steps 1000 --learning_rate 5e-4 --lr_warmup_steps 300 --max_train_steps 6000 \
+    --max_train_seconds 2000 --output_dir "$out/shapes-ldm-text-cpu"
+python benchmarks/prompt_to_prompt_shapes.py "$out/shapes-ldm-text-cpu" --num_pairs 150 --sdedit_strengths 0.5 0.8 \
+    --output "$out/shapes-ldm-text-cpu-prompt-to-prompt.json"
+python benchmarks/bench_latent_sampling.py "$out/shapes-ldm-text-cpu" --batch_size 64 --rounds 3 \
+    --output "$out/bench_latent_sampling.json"
