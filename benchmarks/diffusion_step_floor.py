@@ -12,7 +12,7 @@ Beside it: the median step time in bf16 and in fp32 (the same step under `--mixe
 bf16 rate on a 2048³ matrix product, so `floor_s` (the arithmetic at that rate) is the step with nothing but its
 matrix work. The freed-memory setting of the training scripts is on, as they run.
 
-    python benchmarks/diffusion_step_floor.py --output docs/diffusion_step_floor.json
+    python benchmarks/diffusion_step_floor.py --output docs/results/diffusion_step_floor.json
     python benchmarks/diffusion_step_floor.py --channels_last     # flags it does not know go to the script
 """
 

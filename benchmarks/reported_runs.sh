@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The runs behind the numbers in README.md ("Measured results"), one after the other (2 CPU cores: never two
+# The runs behind the numbers in README.md and docs/*.md (docs/results/README.md says which file each wrote), one after the other (2 CPU cores: never two
 # trainings at once). Usage: bash benchmarks/reported_runs.sh [output folder, default runs/]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs}
 data=${SHARED_DATA:-../shared/data}
-# the runs of train_autoencoder.py made before it switched to contiguous tensors (session 11) ran with channels-last,
+# the runs of train_autoencoder.py made before it switched to contiguous tensors by default ran with channels-last,
 # then its default: they keep the flag so that they reproduce; the main job (and what is new) runs without it
 train="python training_scripts/train_autoencoder.py --mixed_precision bf16 --channels_last"
 main_job="python training_scripts/train_autoencoder.py --model vae --mixed_precision bf16 --train_batch_size 16 \
@@ -14,13 +14,13 @@ main_job="python training_scripts/train_autoencoder.py --model vae --mixed_preci
 # 1. the main job: VAE on the shapes world (peak memory from /usr/bin/time -v); samples from the latent mixture,
 # directly and after the 20-step decode/re-encode chain
 /usr/bin/time -v $main_job --output_dir "$out/shapes-vae" 2> "$out/shapes-vae.time" || true
-# session 16, on a CPU without native bf16 kernels (AMD EPYC, Zen 3, AVX2): the README's command, --mixed_precision
+# on a CPU without native bf16 kernels (AMD EPYC, Zen 3, AVX2, 2 cores): the README's command, --mixed_precision
 # auto (fp32 there, bf16 on a CPU with AVX-512 or AMX, where it is the run above)
 /usr/bin/time -v ${main_job/--mixed_precision bf16/--mixed_precision auto} --output_dir "$out/shapes-vae-auto" \
     2> "$out/shapes-vae-auto.time" || true
-# session 17, on an AMD EPYC (Zen 5, AVX-512 BF16): the README's command again (auto took bf16 there: the run above,
-# to the last digit; docs/shapes-vae-zen5-metrics.json), and in fp32 (docs/shapes-vae-fp32-zen5-metrics.json) with
-# three refits of its mixture (docs/shapes-vae-fp32-zen5-refit-seeds.json, keyed seed1..seed3)
+# on an AMD EPYC (Zen 5, AVX-512 BF16, 2 cores): the README's command again (auto took bf16 there: the run above,
+# to the last digit; docs/results/shapes-vae-zen5-metrics.json), and in fp32 (docs/results/shapes-vae-fp32-zen5-metrics.json) with
+# three refits of its mixture (docs/results/shapes-vae-fp32-zen5-refit-seeds.json, keyed seed1..seed3)
 /usr/bin/time -v ${main_job/--mixed_precision bf16/--mixed_precision no} --output_dir "$out/shapes-vae-fp32" \
     2> "$out/shapes-vae-fp32.time" || true
 for seed in 1 2 3; do
@@ -28,8 +28,8 @@ for seed in 1 2 3; do
         --seed $seed --output "$out/shapes-vae-fp32-refit-seed$seed.json"
 done
 # the main job's mixture ("$out/shapes-vae") refitted (M = 300 and 500) with three more seeds of the EM start and the draws: 3,000 more samples
-# (docs/shapes-vae-refit-seeds.json holds the three outputs side by side, keyed seed1..seed3; likewise
-# docs/shapes-vae-w64-25ep-refit-seeds.json below)
+# (docs/results/shapes-vae-refit-seeds.json holds the three outputs side by side, keyed seed1..seed3; likewise
+# docs/results/shapes-vae-w64-25ep-refit-seeds.json below)
 for seed in 1 2 3; do
     python training_scripts/refit_latent_prior.py "$out/shapes-vae" --components 300 500 --markov_chain_steps 20 \
         --seed $seed --output "$out/shapes-vae-refit-seed$seed.json"
@@ -97,7 +97,7 @@ done
 
 # 4. training throughput against a plain fp32 loop: the script's default model at batch 64, and the main job's model
 # at batch 16, in one process and with each loop as it is run (ours keeping freed memory, each round in a fresh
-# process; README "Freed memory"); ours with channels-last tensors (the script's default before session 11)
+# process; docs/training-speed.md, "Freed memory"); ours with channels-last tensors (the script's former default)
 python benchmarks/bench_vae_train.py --steps 20 --rounds 5 --output "$out/bench_vae_train-default.json"
 python benchmarks/bench_vae_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_vae_train-as_run.json"
 main_model="--batch_size 16 --steps 30 --rounds 5 --block_out_channels 16 32 64"
@@ -105,13 +105,13 @@ python benchmarks/bench_vae_train.py $main_model --output "$out/bench_vae_train-
 python benchmarks/bench_vae_train.py $main_model --allocator as_run --output "$out/bench_vae_train-main-job-as_run.json"
 python benchmarks/bench_vae_train.py $main_model --channels_last --output "$out/bench_vae_train-main-job-channels_last.json"
 python benchmarks/bench_vae_train.py --batch_size 16 --steps 30 --rounds 3 --block_out_channels 16 32 64 --mixed_precision no  # ours in fp32
-# session 17, on an AMD EPYC (Zen 5, AVX-512 BF16): the first three again, written to docs/bench_vae_train-zen5-*.json
+# on an AMD EPYC (Zen 5, AVX-512 BF16, 2 cores): the first three again, written to docs/results/bench_vae_train-zen5-*.json
 python benchmarks/bench_vae_train.py --steps 20 --rounds 5 --output "$out/bench_vae_train-zen5-default.json"
 python benchmarks/bench_vae_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_vae_train-zen5-as_run.json"
 python benchmarks/bench_vae_train.py $main_model --output "$out/bench_vae_train-zen5-main-job.json"
 # (fused AdamW, measured at commit c1615c5 and since reverted: the four commands above with --rounds 5 / 7 as_run for
-# the default model and 9 / 7 as_run for the main job's, written to docs/bench_vae_train-{,main-job-}fused-adamw{,-as_run}.json)
-# (the earlier channels-last measurements: docs/bench_vae_train.json, bench_vae_train-b16{,-as_run}.json, made by these
+# the default model and 9 / 7 as_run for the main job's, written to docs/results/bench_vae_train-{,main-job-}fused-adamw{,-as_run}.json)
+# (the earlier channels-last measurements: docs/results/bench_vae_train.json, bench_vae_train-b16{,-as_run}.json, made by these
 # commands with --channels_last: python benchmarks/bench_vae_train.py --channels_last --output ...; --batch_size 16
 # --steps 30 --rounds 5 --channels_last [--allocator as_run])
 # the malloc setting itself: the diffusion step, and one epoch of the main job with glibc's defaults and with the
@@ -170,10 +170,10 @@ mkdir -p "$out/shapes-gan-lowlr" && cp -r "$out/shapes-gan-lazy/checkpoint-30000
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 33000 --resume_from_checkpoint latest \
     --r1_gamma 0.1 --r1_interval 16 --generator_learning_rate 5e-5 --discriminator_learning_rate 5e-5 \
     --num_generated 10000 --output_dir "$out/shapes-gan-lowlr"
-# ... and the same recipe class-conditional, from scratch, with lazy R1 from the first step (session 11)
+# ... and the same recipe class-conditional, from scratch, with lazy R1 from the first step
 python training_scripts/train_gan.py --mixed_precision bf16 --class_conditional --max_train_steps 10000 --r1_gamma 0.1 \
     --r1_interval 16 --checkpointing_steps 2500 --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-cond"
-# ... and unconditional with the discriminator changed (session 12): a fourth level (receptive field 24 pixels), and
+# ... and unconditional with the discriminator changed: a fourth level (receptive field 24 pixels), and
 # DCGAN's dense head over the whole last map instead of the sum over positions; each judged with one oracle test
 # relaxed at a time
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
@@ -185,14 +185,14 @@ mkdir -p "$out/shapes-gan-d4-17k" && cp -r "$out/shapes-gan-d4/checkpoint-10000"
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 17000 --resume_from_checkpoint latest \
     --r1_gamma 0.1 --r1_interval 16 --discriminator_channels 64 128 256 256 --checkpointing_steps 2500 \
     --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-d4-17k"
-# ... and without BatchNorm in the discriminator, as the R1 penalty assumes (session 13)
+# ... and without BatchNorm in the discriminator, as the R1 penalty assumes
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
     --no-discriminator_batch_norm --checkpointing_steps 2500 --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-nobn"
 # ... and the same with ProGAN's minibatch standard-deviation channel before the discriminator's last level
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
     --no-discriminator_batch_norm --minibatch_std_group_size 4 --checkpointing_steps 2500 --checkpoints_total_limit 5 \
     --output_dir "$out/shapes-gan-nobn-mbstd"
-# ... the run without BatchNorm continued from its step-10000 checkpoint to 20,000 steps (session 14), also judged on
+# ... the run without BatchNorm continued from its step-10000 checkpoint to 20,000 steps, also judged on
 # 10,000 samples; and the same discriminator with a resize-convolution generator, from scratch
 mkdir -p "$out/shapes-gan-nobn-20k" && cp -r "$out/shapes-gan-nobn/checkpoint-10000" "$out/shapes-gan-nobn-20k/"
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 20000 --resume_from_checkpoint latest \
@@ -202,7 +202,7 @@ judge_on_10k shapes-gan-nobn-20k 20000 shapes-gan-nobn-20k-n10k --r1_gamma 0.1 -
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
     --no-discriminator_batch_norm --generator_upsampling nearest --checkpointing_steps 2500 --checkpoints_total_limit 5 \
     --output_dir "$out/shapes-gan-nobn-resize"
-# ... the resize-convolution generator with the default discriminator (session 15)
+# ... the resize-convolution generator with the default discriminator
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 10000 --r1_gamma 0.1 --r1_interval 16 \
     --generator_upsampling nearest --checkpointing_steps 2500 --checkpoints_total_limit 5 --output_dir "$out/shapes-gan-resize"
 mkdir -p "$out/shapes-gan-resize-20k" && cp -r "$out/shapes-gan-resize/checkpoint-10000" "$out/shapes-gan-resize-20k/"
@@ -210,13 +210,13 @@ python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 20
     --r1_gamma 0.1 --r1_interval 16 --generator_upsampling nearest --checkpointing_steps 2500 --checkpoints_total_limit 5 \
     --output_dir "$out/shapes-gan-resize-20k"
 judge_on_10k shapes-gan-resize-20k 20000 shapes-gan-resize-20k-n10k --r1_gamma 0.1 --r1_interval 16 --generator_upsampling nearest
-# ... and with StyleGAN2's Adam betas (0, 0.99), 5,000 steps (session 17; docs/shapes-gan-resize-adam0-5k-*)
+# ... and with StyleGAN2's Adam betas (0, 0.99), 5,000 steps (AMD EPYC, Zen 5, 2 cores; docs/results/shapes-gan-resize-adam0-5k-*)
 python training_scripts/train_gan.py --mixed_precision bf16 --max_train_steps 5000 --r1_gamma 0.1 --r1_interval 16 \
     --generator_upsampling nearest --adam_beta1 0.0 --adam_beta2 0.99 --checkpointing_steps 2500 --checkpoints_total_limit 5 \
     --output_dir "$out/shapes-gan-resize-b0"
 python benchmarks/gan_checkpoint_validity.py "$out/shapes-gan-resize-b0" --output "$out/shapes-gan-resize-b0-checkpoints.json"
 python benchmarks/gan_oracle_tests.py "$out/shapes-gan-resize-b0" --output "$out/shapes-gan-resize-b0-oracle-tests.json"
-# ... rejection sampling (session 19, docs/shapes-gan-resize-s19-*): the resize-convolution run again, 10,000 steps,
+# ... rejection sampling (Intel Xeon (AMX), 2 cores; docs/results/shapes-gan-resize-s19-*): the resize-convolution run again, 10,000 steps,
 # judged with --eval_rejection on 5,000 samples from its last checkpoint (the discriminator now published); then continued to 20,000 steps with the discriminator
 # published, and judged by every score on a draw of its own (seed 1, as the script's evaluation draws) and by the
 # chosen one on another (seed 2)
@@ -276,15 +276,15 @@ done
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --allocator kept --output "$out/bench_diffusion_train-kept.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 7 --allocator as_run --output "$out/bench_diffusion_train-as_run.json"
-# session 17, on an AMD EPYC (Zen 5): in one process and as run, 5 rounds each; channels-last, 3 rounds
+# on an AMD EPYC (Zen 5, 2 cores): in one process and as run, 5 rounds each; channels-last, 3 rounds
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train-zen5-default.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_diffusion_train-zen5-as_run.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3 --channels_last
-# session 18, on an Intel Xeon with AMX (2 cores): in one process and as run, 5 rounds each; channels-last, 3 rounds
+# on an Intel Xeon with AMX (2 cores): in one process and as run, 5 rounds each; channels-last, 3 rounds
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train-amx-default.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_diffusion_train-amx-as_run.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3 --channels_last
-# session 20, on an AMD EPYC (Zen 4, AVX-512 BF16, 2 cores): the same, and the step against its arithmetic floor
+# on an AMD EPYC (Zen 4, AVX-512 BF16, 2 cores): the same, and the step against its arithmetic floor
 # (one step under oneDNN's verbose log; run twice, and with channels-last)
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --output "$out/bench_diffusion_train-zen4-default.json"
 python benchmarks/bench_diffusion_train.py --steps 20 --rounds 5 --allocator as_run --output "$out/bench_diffusion_train-zen4-as_run.json"
@@ -292,17 +292,17 @@ python benchmarks/bench_diffusion_train.py --steps 20 --rounds 3 --channels_last
 python benchmarks/diffusion_step_floor.py --output "$out/diffusion_step_floor-zen4.json"
 python benchmarks/diffusion_step_floor.py --output "$out/diffusion_step_floor-zen4-rerun.json"
 python benchmarks/diffusion_step_floor.py --channels_last --output "$out/diffusion_step_floor-zen4-channels_last.json"
-# ... torch.compile's gradients against eager, one batch (docs/compiled_gradients-*.json)
+# ... torch.compile's gradients against eager, one batch (docs/results/compiled_gradients-*.json)
 python benchmarks/compiled_gradients.py --class_conditional --output "$out/compiled_gradients-inductor.json"
 python benchmarks/compiled_gradients.py --class_conditional --no_layout_optimization --output "$out/compiled_gradients-inductor-no-layout-optimization.json"
 python benchmarks/compiled_gradients.py --class_conditional --backend aot_eager --output "$out/compiled_gradients-aot_eager.json"
 python benchmarks/compiled_gradients.py --class_conditional --fp32 --output "$out/compiled_gradients-inductor-fp32.json"
 python benchmarks/compiled_gradients.py --class_conditional --stock_attention --output "$out/compiled_gradients-inductor-stock_attention.json"
-# session 20, on the Zen 4 machine: the default options and layout optimisation off (docs/compiled_gradients-*-zen4.json)
+# on the AMD EPYC (Zen 4, 2 cores): the default options and layout optimisation off (docs/results/compiled_gradients-*-zen4.json)
 python benchmarks/compiled_gradients.py --class_conditional --output "$out/compiled_gradients-inductor-zen4.json"
 python benchmarks/compiled_gradients.py --class_conditional --no_layout_optimization --output "$out/compiled_gradients-inductor-no-layout-optimization-zen4.json"
 # ... and the 4,500-step run of section 5 through inductor (a --torch_compile flag of commit 1383f0d, since
-# reverted): docs/shapes-ddpm-compiled-inductor-4.5k-metrics.json
+# reverted): docs/results/shapes-ddpm-compiled-inductor-4.5k-metrics.json
 #   git checkout 1383f0d -- training_scripts/train_diffusion.py
 #   python training_scripts/train_diffusion.py --class_conditional --mixed_precision bf16 --prediction_type v_prediction \
 #       --snr_gamma 5 --max_train_steps 4500 --likelihood_timesteps 200 --torch_compile --output_dir "$out/shapes-ddpm-compile"
