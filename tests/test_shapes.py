@@ -317,6 +317,14 @@ def test_edit_triplets():
         assert np.array_equal(np.array(row["input_image"]), render_scene(before, 32))
         assert np.array_equal(np.array(row["edited_image"]), render_scene(after, 32))
         assert row["input_caption"] == scene_caption(before, 32) and row["edited_caption"] == scene_caption(after, 32)
+        assert row["num_shapes"] == len(before)
+        if row["edit_type"] == "remove":
+            # two-shape scenes only: one object gone, the other unchanged in slot 0, the removed one named
+            assert len(before) == 2 and len(after) == 1 and after[0] in before, instruction
+            gone = before[1 - before.index(after[0])]
+            assert instruction.startswith("remove the") and instruction.endswith(SHAPES[gone["shape"]])
+            assert row["edited_shape_1"] == -1
+            continue
         # exactly one object changed (the other one, if any, is untouched), only in what the edit may change
         removed = [obj for obj in before if obj not in after]
         added = [obj for obj in after if obj not in before]
@@ -344,6 +352,12 @@ def test_edit_triplets():
     results = ShapesOracle(32).read_batch(ds["edited_image"])
     assert all(r["valid"] for r in results)
     assert [r["objects"] for r in results] == [row_objects(row, "edited_") for row in ds]
+    # removal only in two-shape scenes; the other types in both
+    types_by_count = {n: {t for t, m in zip(ds["edit_type"], ds["num_shapes"]) if m == n} for n in (1, 2)}
+    assert types_by_count == {1: set(EDIT_TYPES) - {"remove"}, 2: set(EDIT_TYPES)}
+    # deterministic given the seed, and a smaller dataset is a prefix
+    again = make_shapes_dataset(30, 32, num_shapes=(1, 2), seed=2, config="edits")
+    assert again["instruction"] == ds["instruction"][:30] and again["edited_caption"] == ds["edited_caption"][:30]
 
 
 # --- dsprites ------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ POSITION_WORDS: tuple[tuple[str, ...], ...] = (
 )
 FACTORS: tuple[str, ...] = ("shape", "color", "size", "x", "y", "angle")
 LABEL_NAMES: tuple[str, ...] = tuple(f"{color} {shape}" for shape in SHAPES for color in COLORS)
-EDIT_TYPES: tuple[str, ...] = ("recolor", "move", "reshape", "resize")
+EDIT_TYPES: tuple[str, ...] = ("recolor", "move", "reshape", "resize", "remove")
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 64
 CONFIGS: tuple[str, ...] = ("shapes", "edits", "dsprites")
 MAX_SHAPES = 2
@@ -512,11 +512,16 @@ def make_shapes_dataset(
 
     Columns of ``"edits"``: ``input_image``, ``edited_image``, ``instruction`` ("make the circle blue",
     "move it to the right", "turn it into a square", "make it bigger"), ``edit_type`` (one of
-    ``EDIT_TYPES``), ``input_caption``, ``edited_caption``, ``num_shapes`` and the factor columns of both
-    scenes prefixed ``input_`` and ``edited_``. The edited image is rendered from the edited factors;
-    every factor the instruction does not name is unchanged (a reshaped shape takes angle 0). A move
-    goes one caption cell (a third of the position grid) left, right, up or down. In two-shape scenes
-    the instruction names its target ("make the red circle blue").
+    ``EDIT_TYPES``), ``input_caption``, ``edited_caption``, ``num_shapes`` (of the input scene) and the
+    factor columns of both scenes prefixed ``input_`` and ``edited_``. The edited image is rendered from
+    the edited factors; every factor the instruction does not name is unchanged (a reshaped shape takes
+    angle 0). A move goes one caption cell (a third of the position grid) left, right, up or down. In
+    two-shape scenes the instruction names its target ("make the red circle blue"). A removal ("remove the
+    circle", "remove the red circle"; instruction-based inpainting as in Yildirim et al. 2023, Inst-Inpaint)
+    exists in two-shape scenes only: its target is the scene without that object, the other one unchanged
+    in slot 0 (removing the only object would leave an empty image, which no caption or oracle reading
+    describes). A one-shape row that draws "remove" draws again, so one-shape rows split evenly over the
+    other four types and two-shape rows over all five.
 
     ``"dsprites"``: see ``_make_dsprites``.
     """
@@ -609,6 +614,10 @@ def _edit_candidates(scene: np.ndarray, slot: int, edit_type: str, grid: ShapesG
         for word, delta in (("smaller", -1), ("bigger", 1)):
             if 0 <= obj[Z] + delta < len(SIZES):
                 propose({Z: obj[Z] + delta}, f"make {target} {word}")
+    elif edit_type == "remove" and not single:  # removing the only object would leave an empty image
+        edited = np.full_like(scene, -1)
+        edited[0] = scene[1 - slot]  # the other object, unchanged, in slot 0
+        candidates.append((edited, f"remove the {ref}"))
     return candidates
 
 
