@@ -169,16 +169,28 @@ def warn_if_slow_bf16(accelerator: Accelerator, log=logger) -> None:
         )
 
 
-def training_command(script: str, args, argv: list[str] | None = None) -> str:
-    """The command the model card shows: this run's flags, with `--mixed_precision auto` replaced by the precision
+def launched_by_accelerate(environ=None) -> bool:
+    """Whether this process was started by `accelerate launch`: every one of its launchers (one process, torchrun,
+    DeepSpeed) sets ACCELERATE_DYNAMO_BACKEND in the environment it starts the script with; plain `python` does not."""
+    return "ACCELERATE_DYNAMO_BACKEND" in (os.environ if environ is None else environ)
+
+
+def training_command(script: str, args, argv: list[str] | None = None, environ=None) -> str:
+    """The command the model card shows: what was run (`python ...`, or `accelerate launch ...` with its number of
+    processes when more than one), and this run's flags, with `--mixed_precision auto` replaced by the precision
     it resolved to (`setup_accelerator` stores it in `args`), so that the command repeats the run on any machine."""
+    environ = os.environ if environ is None else environ
     argv = list(sys.argv[1:] if argv is None else argv)
     for i, flag in enumerate(argv):
         if flag == "--mixed_precision=auto":
             argv[i] = f"--mixed_precision={args.mixed_precision}"
         elif flag == "auto" and i > 0 and argv[i - 1] == "--mixed_precision":
             argv[i] = str(args.mixed_precision)
-    return f"accelerate launch training_scripts/{script}.py " + " ".join(argv)
+    launcher = "python"
+    if launched_by_accelerate(environ):
+        world_size = int(environ.get("WORLD_SIZE", "1"))
+        launcher = "accelerate launch" + (f" --num_processes {world_size}" if world_size > 1 else "")
+    return " ".join([launcher, f"training_scripts/{script}.py", *argv])
 
 
 def setup_accelerator(args, log=logger, accumulate: bool = True) -> Accelerator:

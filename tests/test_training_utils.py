@@ -131,8 +131,26 @@ def test_bf16_on_a_cpu_without_native_kernels_warns(monkeypatch, native):
 
 def test_training_command_names_the_precision_auto_resolved_to():
     args = SimpleNamespace(mixed_precision="no")
-    assert training_command("train_gan", args, ["--mixed_precision", "auto", "--seed", "1"]) == (
-        "accelerate launch training_scripts/train_gan.py --mixed_precision no --seed 1"
+    assert training_command("train_gan", args, ["--mixed_precision", "auto", "--seed", "1"], environ={}) == (
+        "python training_scripts/train_gan.py --mixed_precision no --seed 1"
     )
     assert training_command("train_gan", args, ["--mixed_precision=auto"]).endswith("train_gan.py --mixed_precision=no")
     assert training_command("train_gan", args, ["--output_dir", "auto"]).endswith("--output_dir auto")
+
+
+def test_training_command_says_whether_accelerate_launched_the_run():
+    """The model card's command is what was run: plain `python`, or `accelerate launch` as detected from the
+    environment accelerate's own launcher gives the script (built here by accelerate's launch code)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_simple_launcher_cmd_env
+
+    launch_args = launch_command_parser().parse_args(["--num_processes", "1", "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no", "train_gan.py"])
+    _, launched_env = prepare_simple_launcher_cmd_env(_validate_launch_command(launch_args)[0])
+    plain_env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
+    args = SimpleNamespace(mixed_precision="no")
+    assert training_command("train_gan", args, ["--seed", "1"], environ=plain_env) == "python training_scripts/train_gan.py --seed 1"
+    assert training_command("train_gan", args, ["--seed", "1"], environ=launched_env) == (
+        "accelerate launch training_scripts/train_gan.py --seed 1"
+    )
+    two_ranks = {**launched_env, "WORLD_SIZE": "2"}
+    assert training_command("train_gan", args, [], environ=two_ranks) == "accelerate launch --num_processes 2 training_scripts/train_gan.py"
