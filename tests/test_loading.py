@@ -230,5 +230,60 @@ def test_hub_dataset_id(hub, tmp_path):
     ds = load_image_dataset("user/tiny-gray", resolution=8)
     check_pixels(ds, 3, 8)
     assert ds[:]["label"].tolist() == [4, 5, 6]
-    with pytest.raises(FileNotFoundError, match="no-such-dataset"):  # datasets' DatasetNotFoundError, unchanged
+    with pytest.raises(ValueError, match="'user/no-such-dataset' is neither 'shapes' / 'dsprites', a local folder or file, nor a reachable Hub dataset: no such dataset"):
         load_image_dataset("user/no-such-dataset")
+
+
+def test_unknown_dataset_name_fails_at_once_offline_and_without_a_connection(monkeypatch):
+    """A name that is no source fails in one sentence, with no retries: offline (HF_HUB_OFFLINE=1) and when the Hub
+    refuses the connection (a closed port)."""
+    import huggingface_hub
+
+    sentence = "'no_such_name' is neither 'shapes' / 'dsprites', a local folder or file, nor a reachable Hub dataset"
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match=f"{sentence}: offline"):
+        load_image_dataset("no_such_name")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
+    with pytest.raises(ValueError, match=f"{sentence}: the Hub cannot be reached"):
+        load_image_dataset("no_such_name")
+    with pytest.raises(ValueError, match="not a valid Hub id"):
+        load_image_dataset("no such name")
+
+
+# --- subsets and hold-outs -------------------------------------------------------------------------------
+
+
+def class_sorted_folder(root, classes=("a", "b", "c"), per_class=10):
+    """An image folder sorted by class (one subfolder each, as `imagefolder` reads labels), each class one grey level:
+    the first or last rows of it are one class only."""
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((8, 8), 40 + 80 * label, dtype=np.uint8)).save(root / name / f"{i:03d}.png")
+    return root
+
+
+def test_max_samples_draws_a_seeded_label_stratified_subset(tmp_path):
+    """--max_train_samples on a class-sorted folder keeps every class (in proportion), drawn from the seed, not the
+    first rows (which are the first class alone)."""
+    folder = class_sorted_folder(tmp_path / "sorted")
+    subset = load_image_dataset(str(folder), resolution=8, num_channels=1, max_samples=6, seed=0)
+    labels = subset[:]["label"].tolist()
+    assert sorted(labels) == [0, 0, 1, 1, 2, 2]
+    # each row's pixels are its class's grey level: the images and labels were drawn together
+    levels = ((subset[:]["pixel_values"][:, 0, 0, 0] + 1) * 127.5).round().tolist()
+    assert levels == [40 + 80 * label for label in labels]
+    again = load_image_dataset(str(folder), resolution=8, num_channels=1, max_samples=6, seed=0)
+    assert torch.equal(again[:]["pixel_values"], subset[:]["pixel_values"])
+    # the rows are a draw of the seed: another seed draws other rows of each class
+    from hf_genzoo.data.loading import sample_indices
+
+    labels = np.repeat([0, 1, 2], 10)
+    draws = [sample_indices(30, 6, seed, labels) for seed in range(4)]
+    assert all(sorted(labels[d].tolist()) == [0, 0, 1, 1, 2, 2] for d in draws)
+    assert len({tuple(d) for d in draws}) > 1 and draws[0].tolist() == sample_indices(30, 6, 0, labels).tolist()
+    # without labels: a plain seeded draw, not the first rows
+    assert sample_indices(30, 6, 0).tolist() != list(range(6)) and len(set(sample_indices(30, 6, 0).tolist())) == 6

@@ -17,6 +17,7 @@ SHAPES_SPLIT_SEED_OFFSET = 1_000_003  # the shapes "test" split is drawn with se
 _SHAPES_DEFAULT_SIZES = {"train": 10000, "test": 2000}
 _IMAGE_COLUMN_NAMES = ("image", "img")
 _FILE_SUFFIXES = (".parquet", ".png", ".jpg", ".jpeg", ".arrow", ".csv", ".json", ".jsonl")
+HUB_LOOKUP_TIMEOUT = 10.0  # seconds for the one look-up of a Hub dataset id before datasets loads it
 
 
 def load_image_dataset(
@@ -192,8 +193,44 @@ def _load_source(
         return _select_split(datasets.load_dataset("imagefolder", data_dir=path), split, path)
     if path.startswith(("/", "./", "../", "~")) or path.lower().endswith(_FILE_SUFFIXES):
         raise FileNotFoundError(f"no such file or folder: {path}")
-    # a Hub dataset id; errors (offline, unknown id, missing split) come from datasets unchanged
-    return datasets.load_dataset(str(name_or_path), split=split)
+    return _load_hub_dataset(str(name_or_path), split)
+
+
+def _load_hub_dataset(name: str, split: str) -> datasets.Dataset:
+    """A Hub dataset id through `datasets.load_dataset`, after one short look-up on the Hub: a name that is none of
+    the sources fails at once with a sentence saying so, instead of datasets' retries and traceback. Offline
+    (HF_HUB_OFFLINE=1) there is no look-up; a copy in the datasets cache loads, anything else fails at once."""
+
+    def unknown(reason: str) -> ValueError:
+        return ValueError(
+            f"dataset {name!r} is neither 'shapes' / 'dsprites', a local folder or file, nor a reachable Hub dataset: {reason}"
+        )
+
+    if not datasets.config.HF_HUB_OFFLINE:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+
+        try:
+            HfApi().dataset_info(name, timeout=HUB_LOOKUP_TIMEOUT)
+        except HFValidationError:
+            raise unknown("not a valid Hub id ('name' or 'user/name')") from None
+        except GatedRepoError:
+            pass  # it exists: datasets says what access it needs
+        except RepositoryNotFoundError:
+            raise unknown("no such dataset on the Hub (a private one needs `hf auth login`)") from None
+        except HfHubHTTPError:
+            pass  # a server error: datasets retries and reports it
+        except Exception as error:  # no connection (refused, no DNS, time-out)
+            raise unknown(
+                f"the Hub cannot be reached ({type(error).__name__}: {error}); with HF_HUB_OFFLINE=1 a copy in the "
+                "datasets cache is used"
+            ) from None
+    try:
+        return datasets.load_dataset(name, split=split)
+    except (ConnectionError, FileNotFoundError) as error:
+        if not datasets.config.HF_HUB_OFFLINE:
+            raise
+        raise unknown("offline (HF_HUB_OFFLINE=1) and not in the datasets cache") from error
 
 
 def _load_shapes(
