@@ -237,16 +237,49 @@ def end_training(accelerator: Accelerator) -> None:
 
 def load_train_and_held_out(load: Callable[[str, int | None], tuple], args, log=logger) -> tuple[tuple, tuple]:
     """(train, held_out): what `load(split, max_samples)` returns (a tuple whose first item is the images) for
-    `--train_split` and `--eval_split`. A dataset without the held-out split holds out its last images instead
-    (min(--max_eval_samples, 10 %)), every tensor of the tuple split alike."""
+    `--train_split` and `--eval_split`. A dataset without the held-out split holds out min(--max_eval_samples, 10 %)
+    of its training images instead, drawn at random from `--seed` and stratified by label where the dataset has one
+    (`hf_genzoo.data.loading.held_out_indices`: an image folder is sorted by class, so its last images would be its
+    last class), every tensor of the tuple (and every item with a `select`) split alike."""
     train = load(args.train_split, args.max_train_samples)
     try:
         return train, load(args.eval_split, args.max_eval_samples)
     except (ValueError, KeyError) as error:
-        num_eval = min(args.max_eval_samples or 1000, len(train[0]) // 10)
-        log.warning(f"no {args.eval_split!r} split ({error}); holding out the last {num_eval} training images")
-        held_out = tuple(x[-num_eval:] if isinstance(x, torch.Tensor) else x for x in train)
-        return tuple(x[:-num_eval] if isinstance(x, torch.Tensor) else x for x in train), held_out
+        from .data.loading import held_out_indices
+
+        num_train = len(train[0])
+        num_eval = min(args.max_eval_samples or 1000, num_train // 10)
+        labels = training_split_labels(args)
+        if labels is not None and len(labels) != num_train:
+            labels = None
+        train_rows, held_out_rows = held_out_indices(num_train, num_eval, args.seed, labels)
+        log.warning(
+            f"no {args.eval_split!r} split ({error}); holding out {num_eval} training images drawn at random "
+            f"(seed {args.seed}{', stratified by label' if labels is not None else ''})"
+        )
+        return tuple(_take_rows(x, train_rows) for x in train), tuple(_take_rows(x, held_out_rows) for x in train)
+
+
+def _take_rows(x, rows: np.ndarray):
+    """Rows `rows` of a tensor, or of anything with a `select` (a dataset); anything else (a class count) as it is."""
+    if isinstance(x, torch.Tensor):
+        return x[torch.as_tensor(rows, dtype=torch.int64)]
+    if hasattr(x, "select"):
+        return x.select(rows)
+    return x
+
+
+def training_split_labels(args) -> np.ndarray | None:
+    """The labels of `--train_split` (after `--max_train_samples`) that a hold-out is stratified by, read from the
+    source without preprocessing; None for a dataset without labels."""
+    from .data.loading import load_source_dataset, stratification_labels
+
+    shapes_kwargs = {"num_shapes": args.num_shapes} if args.dataset_name == "shapes" and hasattr(args, "num_shapes") else {}
+    label_column = getattr(args, "label_column", None)
+    dataset = load_source_dataset(
+        args.dataset_name, args.train_split, args.resolution, args.max_train_samples, args.seed, label_column, **shapes_kwargs
+    )
+    return stratification_labels(dataset, label_column)
 
 
 @contextmanager
@@ -302,6 +335,7 @@ def load_split_tensors(args, split: str, max_samples: int | None, label_column: 
         image_column=args.image_column,
         max_samples=max_samples,
         seed=args.seed,
+        label_column=label_column or getattr(args, "label_column", None),
         **({"num_shapes": args.num_shapes} if args.dataset_name == "shapes" and hasattr(args, "num_shapes") else {}),
     )
     if label_column is None:

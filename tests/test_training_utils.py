@@ -154,3 +154,25 @@ def test_training_command_says_whether_accelerate_launched_the_run():
     )
     two_ranks = {**launched_env, "WORLD_SIZE": "2"}
     assert training_command("train_gan", args, [], environ=two_ranks) == "accelerate launch --num_processes 2 training_scripts/train_gan.py"
+
+
+def test_held_out_images_of_a_dataset_without_the_split_cover_every_class(tmp_path):
+    """A class-sorted folder with no test split: the hold-out is drawn at random from the seed, stratified by label,
+    so every class is in both parts (its last images would be the last class alone), and the parts are disjoint."""
+    from test_loading import class_sorted_folder
+
+    from hf_genzoo.training_utils import load_split_tensors, load_train_and_held_out
+
+    folder = class_sorted_folder(tmp_path / "sorted")
+    args = SimpleNamespace(
+        dataset_name=str(folder), train_split="train", eval_split="test", max_train_samples=None, max_eval_samples=6,
+        resolution=8, num_channels=1, image_column=None, seed=0, label_column="label",
+    )
+    (train_images, train_labels, _), (eval_images, eval_labels, _) = load_train_and_held_out(
+        lambda split, max_samples: load_split_tensors(args, split, max_samples, "label"), args
+    )
+    assert len(train_images) == 27 and len(eval_images) == 3  # 10 % of 30
+    assert sorted(eval_labels.tolist()) == [0, 1, 2] and set(train_labels.tolist()) == {0, 1, 2}
+    # the images travel with their labels (each class is one grey level)
+    for images, labels in ((train_images, train_labels), (eval_images, eval_labels)):
+        assert (((images[:, 0, 0, 0] + 1) * 127.5).round() == 40 + 80 * labels).all()

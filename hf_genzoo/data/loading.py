@@ -11,11 +11,23 @@ from PIL import Image
 
 from .shapes import make_shapes_dataset
 
-__all__ = ["load_image_dataset", "load_source_dataset", "find_image_column", "preprocess_image", "SHAPES_SPLIT_SEED_OFFSET"]
+__all__ = [
+    "load_image_dataset",
+    "load_source_dataset",
+    "find_image_column",
+    "preprocess_image",
+    "sample_indices",
+    "held_out_indices",
+    "stratification_labels",
+    "SHAPES_SPLIT_SEED_OFFSET",
+]
 
 SHAPES_SPLIT_SEED_OFFSET = 1_000_003  # the shapes "test" split is drawn with seed + this offset
 _SHAPES_DEFAULT_SIZES = {"train": 10000, "test": 2000}
 _IMAGE_COLUMN_NAMES = ("image", "img")
+_LABEL_COLUMN_NAMES = ("label", "labels")
+# salts of the subset and hold-out draws, so that they differ from every other draw of the same seed
+_SUBSET_SALT, _HELD_OUT_SALT = 0x5B5E7, 0x4E1D
 _FILE_SUFFIXES = (".parquet", ".png", ".jpg", ".jpeg", ".arrow", ".csv", ".json", ".jsonl")
 HUB_LOOKUP_TIMEOUT = 10.0  # seconds for the one look-up of a Hub dataset id before datasets loads it
 
@@ -30,6 +42,7 @@ def load_image_dataset(
     image_column: str | None = None,
     max_samples: int | None = None,
     seed: int = 0,
+    label_column: str | None = None,
     **shapes_kwargs,
 ) -> datasets.Dataset:
     """Load an image dataset and preprocess it once into ``pixel_values`` in [-1, 1].
@@ -46,6 +59,10 @@ def load_image_dataset(
       conventions) make the splits, and anything else is ``"train"``.
     - a ``datasets.Dataset`` (used as is) or ``DatasetDict`` (``split`` selects).
     - anything else: a Hub dataset id, ``load_dataset(name_or_path, split=split)``.
+
+    ``max_samples``: at most this many rows, drawn at random from ``seed`` and stratified by label
+    (``label_column``, else the first ``ClassLabel``, else a "label" column; see ``sample_indices``), not the first
+    rows: an image folder is sorted by class. The shapes world draws ``max_samples`` scenes instead.
 
     Preprocessing (one batched ``map``): convert to ``num_channels`` (1: grayscale "L", 3: "RGB"),
     resize the shorter side to ``resolution`` (bilinear, antialiased), crop to a square (centre, or
@@ -84,8 +101,7 @@ def load_image_dataset(
     for name in extra_image_columns:
         output_names[name] = f"{name[: -len('_image')] if name.endswith('_image') else name}_pixel_values"
 
-    if max_samples is not None and len(dataset) > max_samples:
-        dataset = dataset.select(range(max_samples))
+    dataset = _subset(dataset, max_samples, seed, label_column)
 
     # 4. preprocess once
     def preprocess(batch: dict, indices: list[int]) -> dict:
@@ -132,14 +148,72 @@ def find_image_column(dataset: datasets.Dataset, image_column: str | None = None
 
 
 def load_source_dataset(
-    name_or_path="shapes", split: str = "train", resolution: int = 32, max_samples: int | None = None, seed: int = 0, **shapes_kwargs
+    name_or_path="shapes",
+    split: str = "train",
+    resolution: int = 32,
+    max_samples: int | None = None,
+    seed: int = 0,
+    label_column: str | None = None,
+    **shapes_kwargs,
 ) -> datasets.Dataset:
     """The raw dataset ``load_image_dataset`` starts from (same sources and arguments), before any preprocessing:
     for readers that preprocess in batches themselves (the latent cache)."""
     dataset = _load_source(name_or_path, split, resolution, max_samples, seed, shapes_kwargs)
-    if max_samples is not None and len(dataset) > max_samples:
-        dataset = dataset.select(range(max_samples))
-    return dataset
+    return _subset(dataset, max_samples, seed, label_column)
+
+
+def stratification_labels(dataset: datasets.Dataset, label_column: str | None = None) -> np.ndarray | None:
+    """The labels that subsets and hold-outs are stratified by: `label_column` when the dataset has it, else its
+    first `ClassLabel` feature, else a column named "label" or "labels" of integers; None when it has none."""
+    features = dataset.features
+    names = [label_column] if label_column in features else []
+    names += [name for name, feature in features.items() if isinstance(feature, datasets.ClassLabel)]
+    names += [name for name in _LABEL_COLUMN_NAMES if name in features]
+    for name in names:
+        feature = features[name]
+        if isinstance(feature, datasets.ClassLabel) or (
+            isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))
+        ):
+            return np.asarray(dataset.data.column(name).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return None
+
+
+def sample_indices(num_rows: int, num: int, seed: int, labels: np.ndarray | None = None, salt: int = _SUBSET_SALT) -> np.ndarray:
+    """`num` of `num_rows` row indices drawn at random from `seed`, in increasing order. With `labels` (num_rows,)
+    the draw is stratified: each class gets its share of `num` (largest remainders first, ties at random) and its
+    rows are drawn at random within it, so a class-sorted dataset keeps every class a subset has room for."""
+    if num >= num_rows:
+        return np.arange(num_rows)
+    rng = np.random.default_rng([seed, salt])
+    if labels is None:
+        return np.sort(rng.choice(num_rows, size=num, replace=False))
+    labels = np.asarray(labels)
+    if len(labels) != num_rows:
+        raise ValueError(f"labels has {len(labels)} rows, expected {num_rows}")
+    classes, counts = np.unique(labels, return_counts=True)
+    share = num * counts / num_rows
+    quota = np.floor(share).astype(np.int64)
+    remainder = share - quota
+    order = np.lexsort((rng.random(len(classes)), -remainder))  # largest remainder first, ties at random
+    quota[order[: num - quota.sum()]] += 1
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(chosen))
+
+
+def held_out_indices(num_rows: int, num_held_out: int, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) row indices of a dataset without a held-out split: `num_held_out` rows drawn at random from
+    `seed`, stratified by `labels` as `sample_indices` draws, the rest for training; both in increasing order."""
+    if not 0 < num_held_out < num_rows:
+        raise ValueError(f"cannot hold out {num_held_out} of {num_rows} images; hold out between 1 and {num_rows - 1}")
+    held_out = sample_indices(num_rows, num_held_out, seed, labels, salt=_HELD_OUT_SALT)
+    return np.setdiff1d(np.arange(num_rows), held_out), held_out
+
+
+def _subset(dataset: datasets.Dataset, max_samples: int | None, seed: int, label_column: str | None) -> datasets.Dataset:
+    """At most `max_samples` rows, drawn by `sample_indices` (seeded, stratified by `stratification_labels`)."""
+    if max_samples is None or len(dataset) <= max_samples:
+        return dataset
+    return dataset.select(sample_indices(len(dataset), max_samples, seed, stratification_labels(dataset, label_column)))
 
 
 def preprocess_image(
