@@ -418,8 +418,9 @@ def interpolate_images(pipe, caps: Capabilities, image_a, image_b, num_frames=16
     return pipe.interpolate(a, b, num_steps=_whole(num_frames, "frames", 2, MAX_FRAMES)).images
 
 
-def likelihood(pipe, caps: Capabilities, image, num_sampled_timesteps=50, prompt=None, class_label=None, seed=0) -> dict:
-    """{name: bits per dimension} for one image: the negative of the pipeline's bound(s) on log p."""
+def likelihood(pipe, caps: Capabilities, image, num_sampled_timesteps=50, prompt=None, class_label=None, seed=0, iwae_samples=64) -> dict:
+    """{name: bits per dimension} for one image: the negative of the pipeline's bound(s) on log p (a diffusion bound
+    from `num_sampled_timesteps` sampled terms, 0 for all; a VAE's ELBO and its `iwae_samples`-sample IWAE bound)."""
     image = check_image(image, pipe)
     generator = _generator(seed)
     if caps.likelihood == "bound":
@@ -439,10 +440,11 @@ def likelihood(pipe, caps: Capabilities, image, num_sampled_timesteps=50, prompt
         x = pipe._to_tensor([image])  # (1, C, H, W) in [-1, 1]
         dims = x[0].numel()
         elbo = float(vae_elbo(pipe.model, x, generator=generator)[0])
-        iwae = float(iwae_bound(pipe.model, x, num_samples=64, generator=generator)[0])
+        k = _whole(iwae_samples, "IWAE samples", 1, 100000)
+        iwae = float(iwae_bound(pipe.model, x, num_samples=k, generator=generator)[0])
         return {
             "negative ELBO (an upper bound on −log p(x)), bits/dim": nats_to_bits_per_dim(-elbo, dims),
-            "negative IWAE bound, k = 64 (tighter), bits/dim": nats_to_bits_per_dim(-iwae, dims),
+            f"negative IWAE bound, k = {k} (tighter), bits/dim": nats_to_bits_per_dim(-iwae, dims),
         }
     raise ValueError(f"this {type(pipe).__name__} has no likelihood")
 
@@ -534,7 +536,7 @@ def grid(images, columns: int | None = None, tile: int = DISPLAY_TILE, labels: l
     images = [upscale(image.convert("RGB"), tile) for image in images]
     if not images:
         raise ValueError("no images to show")
-    columns = columns or min(len(images), 8)
+    columns = columns or min(len(images), 4)
     rows = math.ceil(len(images) / columns)
     width, height = max(i.width for i in images), max(i.height for i in images)
     caption = 16 if labels else 0
@@ -612,28 +614,28 @@ def _model_tab(gr, name: str, pipe, prefix: str, workdir: str) -> None:
     )
     progress = gr.Progress(track_tqdm=True)
 
-    def condition_inputs():
-        prompt = gr.Textbox(label="prompt", placeholder="a big red circle at the top left", visible=caps.prompt)
+    def condition_inputs(tab):
+        prompt = gr.Textbox(label="prompt", placeholder="a large red circle at the top left", visible=caps.prompt, elem_id=f"{prefix}-{tab}-prompt")
         classes = ["none"] + [str(i) for i in range(caps.num_classes or 0)]
         label = gr.Dropdown(classes, value="none", label="class label (none: unconditional)", visible=caps.num_classes is not None)
         return prompt, label
 
-    def steps_input(default):
-        return gr.Slider(1, max(200, default or 0), value=min(default or 50, 50), step=1, label="steps", visible=default is not None)
+    def steps_input(default, tab):
+        return gr.Slider(1, max(200, default or 0), value=min(default or 50, 50), step=1, label="steps", visible=default is not None, elem_id=f"{prefix}-{tab}-steps")
 
-    def guidance_input(default=None, label="guidance scale"):
-        return gr.Slider(0.0, 15.0, value=default if default is not None else 1.0, step=0.5, label=label, visible=default is not None)
+    def guidance_input(default, tab, label="guidance scale"):
+        return gr.Slider(0.0, 15.0, value=default if default is not None else 1.0, step=0.5, label=label, visible=default is not None, elem_id=f"{prefix}-{tab}-guidance")
 
     with gr.Tabs():
         if caps.sample:
             with gr.Tab("Sample"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        prompt, label = condition_inputs()
-                        seed = gr.Number(0, precision=0, label="seed", minimum=0)
+                        prompt, label = condition_inputs("sample")
+                        seed = gr.Number(0, precision=0, label="seed", minimum=0, elem_id=f"{prefix}-sample-seed")
                         batch = gr.Slider(1, MAX_BATCH, value=8, step=1, label="images", visible=caps.batch_argument is not None)
-                        steps = steps_input(caps.num_inference_steps)
-                        guidance = guidance_input(caps.guidance_scale)
+                        steps = steps_input(caps.num_inference_steps, "sample")
+                        guidance = guidance_input(caps.guidance_scale, "sample")
                         options = [
                             gr.Slider(low, high, value=caps.sampling_options[name], step=step, label=text)
                             for name, (text, low, high, step, _) in SAMPLING_OPTIONS.items()
@@ -658,8 +660,8 @@ def _model_tab(gr, name: str, pipe, prefix: str, workdir: str) -> None:
                 with gr.Row():
                     with gr.Column(scale=1):
                         image = _image_input(f"an image ({size})", f"{prefix}-reconstruct-input")
-                        prompt, label = condition_inputs()
-                        steps = steps_input(caps.reconstruct_steps)
+                        prompt, label = condition_inputs("reconstruct")
+                        steps = steps_input(caps.reconstruct_steps, "reconstruct")
                         button = gr.Button("Reconstruct", variant="primary", elem_id=f"{prefix}-reconstruct-button")
                     with gr.Column(scale=2):
                         output = gr.Image(label="input | reconstruction", type="pil", format="png", elem_id=f"{prefix}-reconstruct-output")
@@ -679,12 +681,12 @@ def _model_tab(gr, name: str, pipe, prefix: str, workdir: str) -> None:
                     with gr.Column(scale=1):
                         frames = gr.Slider(2, MAX_FRAMES, value=16, step=1, label="frames")
                         if caps.interpolate_seeds:
-                            prompt, label = condition_inputs()
+                            prompt, label = condition_inputs("interpolate")
                             with gr.Row():
                                 seed_a = gr.Number(0, precision=0, label="seed A", minimum=0)
                                 seed_b = gr.Number(1, precision=0, label="seed B", minimum=0)
-                            steps = steps_input(caps.num_inference_steps)
-                            guidance = guidance_input(caps.guidance_scale)
+                            steps = steps_input(caps.num_inference_steps, "interpolate")
+                            guidance = guidance_input(caps.guidance_scale, "interpolate")
                             seeds_button = gr.Button("Interpolate between seeds", variant="primary", elem_id=f"{prefix}-interpolate-seeds-button")
                         if caps.interpolate_images:
                             with gr.Row():
@@ -715,7 +717,7 @@ def _model_tab(gr, name: str, pipe, prefix: str, workdir: str) -> None:
                 with gr.Row():
                     with gr.Column(scale=1):
                         image = _image_input(f"an image ({size})", f"{prefix}-likelihood-input")
-                        prompt, label = condition_inputs()
+                        prompt, label = condition_inputs("likelihood")
                         timesteps = gr.Slider(0, 1000, value=50, step=10, label="sampled timesteps (0: all, exact but slow)", visible=caps.likelihood == "bound")
                         button = gr.Button("Bits per dimension", variant="primary", elem_id=f"{prefix}-likelihood-button")
                     output = gr.Markdown(elem_id=f"{prefix}-likelihood-output")
@@ -732,13 +734,13 @@ def _model_tab(gr, name: str, pipe, prefix: str, workdir: str) -> None:
             with gr.Tab("Prompt-to-prompt"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        source = gr.Textbox(label="source prompt", placeholder="a big red circle at the top left")
-                        edited = gr.Textbox(label="edited prompt", placeholder="a big blue circle at the top left")
+                        source = gr.Textbox(label="source prompt", placeholder="a large red circle at the top left", elem_id=f"{prefix}-p2p-source")
+                        edited = gr.Textbox(label="edited prompt", placeholder="a large blue circle at the top left", elem_id=f"{prefix}-p2p-edited")
                         edit_type = gr.Radio(list(EDIT_TYPES), value="replace", label="edit (replace: swap words of as many tokens; refine: add words; reweight: scale words)")
                         reweight = gr.Textbox(label="re-weight words (optional), e.g. 'red: 2'")
                         seed = gr.Number(0, precision=0, label="seed", minimum=0)
-                        steps = steps_input(50)
-                        guidance = guidance_input(7.5)
+                        steps = steps_input(50, "p2p")
+                        guidance = guidance_input(7.5, "p2p")
                         cross = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="cross-attention replaced for this fraction of steps")
                         self_ = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="self-attention replaced for this fraction of steps")
                         button = gr.Button("Edit", variant="primary", elem_id=f"{prefix}-p2p-button")
@@ -763,8 +765,8 @@ def _model_tab(gr, name: str, pipe, prefix: str, workdir: str) -> None:
                         image = _image_input(f"an image ({size})", f"{prefix}-instruct-input")
                         instruction = gr.Textbox(label="instruction", placeholder="make the circle blue")
                         seed = gr.Number(0, precision=0, label="seed", minimum=0)
-                        steps = steps_input(caps.num_inference_steps)
-                        guidance = guidance_input(caps.guidance_scale if caps.guidance_scale is not None else 7.5, "text guidance s_T")
+                        steps = steps_input(caps.num_inference_steps, "instruct")
+                        guidance = guidance_input(caps.guidance_scale if caps.guidance_scale is not None else 7.5, "instruct", "text guidance s_T")
                         image_guidance = gr.Slider(0.0, 5.0, value=1.5, step=0.1, label="image guidance s_I")
                         button = gr.Button("Edit", variant="primary", elem_id=f"{prefix}-instruct-button")
                     output = gr.Image(label="input | edit", type="pil", format="png", elem_id=f"{prefix}-instruct-output", scale=2)
