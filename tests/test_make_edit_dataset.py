@@ -23,6 +23,14 @@ COLUMNS = ["input_image", "edit_prompt", "edited_image", "edit_type", "input_cap
 FACTOR_COLUMNS = [f"{p}{f}_{s}" for p in ("input_", "edited_") for s in range(2) for f in ("shape", "color", "size", "x", "y", "angle")]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make(argv):
     return script.main(script.parse_args(argv), argv)
 
@@ -136,7 +144,6 @@ def text_to_image(tmp_path_factory):
 
 
 def test_prompt_to_prompt_source_end_to_end(text_to_image, tmp_path):
-    torch.set_num_threads(1)
     out = tmp_path / "p2p"
     argv = ["--source", "prompt_to_prompt", "--text_to_image", str(text_to_image), "--num_samples", "4", "--num_seeds", "2",
             "--num_inference_steps", "2", "--seed", "1", "--output_dir", str(out)]
