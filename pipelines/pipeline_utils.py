@@ -12,7 +12,7 @@ from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 from huggingface_hub import create_repo, upload_folder
 
-from hf_genzoo.hub import resolve_pretrained_folder, write_model_card
+from hf_genzoo.hub import naming_corrupt_weights, resolve_pretrained_folder, write_model_card
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
@@ -26,7 +26,8 @@ class GenZooPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Load from a saved folder or a Hub repo id (downloaded with `snapshot_download`)."""
+        """Load from a saved folder or a Hub repo id (downloaded with `snapshot_download`). A name that is neither,
+        and an incomplete or corrupt weights file, fail in one sentence naming it."""
         folder = resolve_pretrained_folder(
             pretrained_model_name_or_path,
             revision=kwargs.pop("revision", None),
@@ -34,7 +35,8 @@ class GenZooPipeline(DiffusionPipeline):
             token=kwargs.pop("token", None),
             local_files_only=kwargs.pop("local_files_only", False),
         )
-        return super().from_pretrained(folder, **kwargs)
+        with naming_corrupt_weights(folder):
+            return super().from_pretrained(folder, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
         """Save components (safetensors), `model_index.json` and, unless one exists, a model card."""

@@ -3,7 +3,6 @@ Hub-API server of tests/hub_server.py (no mocks of our code)."""
 
 import pytest
 import torch
-from huggingface_hub.errors import RepositoryNotFoundError
 
 from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel
 
@@ -43,8 +42,45 @@ def test_save_pretrained_push_to_hub_flag_uploads_the_folder(hub, hub_cache, tmp
 
 
 def test_unknown_repo_is_a_clear_error(hub, hub_cache):
-    with pytest.raises(RepositoryNotFoundError):
+    with pytest.raises(ValueError, match="'genzoo-tests/does-not-exist' is neither a saved folder .* nor a Hub repo \\(the Hub has none"):
         AutoencoderPipeline.from_pretrained("genzoo-tests/does-not-exist")
+
+
+@pytest.mark.parametrize("load", [AutoencoderPipeline.from_pretrained, VAEModel.from_pretrained], ids=["pipeline", "model"])
+def test_a_missing_folder_is_one_sentence_whether_or_not_the_hub_answers(load, hub, hub_cache, monkeypatch):
+    """A name without a slash is a folder or a Hub repo id: when it is neither, one ValueError says so (the Hub's
+    answer, or that it cannot be reached / is offline and the cache has no copy), not a connection traceback."""
+    import huggingface_hub
+
+    folder = "does-not-exist-folder"
+    with pytest.raises(ValueError, match=f"'{folder}' is neither a saved folder \\(none at /.*{folder}\\) nor a Hub repo \\(the Hub has none"):
+        load(folder)
+    with pytest.raises(ValueError, match="'./does-not-exist' is neither a saved folder .* nor a Hub repo id"):
+        load("./does-not-exist")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # refused
+    with pytest.raises(ValueError, match=f"'{folder}' is neither .* nor a Hub repo in the local cache \\(the Hub cannot be reached"):
+        load(folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match=f"'{folder}' is neither .* nor a Hub repo in the local cache \\(offline"):
+        load(folder)
+
+
+def test_truncated_or_corrupt_weights_name_the_file(tmp_path):
+    """A cut-short or overwritten `.safetensors` is reported by path as incomplete or corrupt, through the model's
+    and the pipeline's from_pretrained, instead of diffusers' generic OSError."""
+    from hf_genzoo.hub import CorruptWeightsError, safetensors_problem
+
+    AutoencoderPipeline(model=VAEModel(**TINY, latent_channels=2, latent_type="vector")).save_pretrained(tmp_path / "pipe")
+    weights = tmp_path / "pipe" / "model" / "diffusion_pytorch_model.safetensors"
+    assert safetensors_problem(weights) is None
+    data = weights.read_bytes()
+    for broken in (data[: len(data) // 2], data[:6], b"\xff" * 8 + data[8:], data + b"\0"):
+        weights.write_bytes(broken)
+        for load, path in ((AutoencoderPipeline.from_pretrained, tmp_path / "pipe"), (VAEModel.from_pretrained, tmp_path / "pipe" / "model")):
+            with pytest.raises(CorruptWeightsError, match=f"{weights} is incomplete or corrupt"):
+                load(path)
+    weights.write_bytes(data)
+    assert isinstance(AutoencoderPipeline.from_pretrained(tmp_path / "pipe").model, VAEModel)
 
 
 def test_model_card_names_a_hub_base_model(tmp_path):

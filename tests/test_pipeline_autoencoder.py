@@ -100,7 +100,7 @@ def test_bad_arguments():
         pipe.interpolate(images()[0], images()[1], method="cubic")
     with pytest.raises(ValueError, match=r"expected images with 3 channel\(s\)"):
         pipe.reconstruct(torch.zeros(1, 1, 16, 16))
-    with pytest.raises(ValueError, match="neither a saved folder nor a Hub repo id"):
+    with pytest.raises(ValueError, match=r"'./no/such/folder' is neither a saved folder \(none at /.*/no/such/folder\) nor a Hub repo id"):
         AutoencoderPipeline.from_pretrained("./no/such/folder")
 
 
