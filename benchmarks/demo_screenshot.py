@@ -32,7 +32,15 @@ def parse_args():
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--output", default="docs/results/demo-screenshot.png")
+    parser.add_argument("--progress_output", default=None, help="also a screenshot taken while it works, --progress_delay s after the click")
+    parser.add_argument("--progress_delay", type=float, default=5.0)
     return parser.parse_args()
+
+
+def progress_shot(page, args):
+    if args.progress_output:
+        page.wait_for_timeout(1000 * args.progress_delay)
+        page.screenshot(path=args.progress_output, full_page=True)
 
 
 def main():
@@ -58,6 +66,7 @@ def main():
                 if args.guidance_scale is not None:
                     page.fill("#m0-p2p-guidance input[type=number]", str(args.guidance_scale))
                 page.click("#m0-p2p-button")
+                progress_shot(page, args)
                 page.wait_for_selector("#m0-p2p-maps img")
             else:
                 if args.prompt:
@@ -66,6 +75,7 @@ def main():
                     page.fill("#m0-sample-guidance input[type=number]", str(args.guidance_scale))
                 page.fill("#m0-sample-seed input", str(args.seed))
                 page.click("#m0-sample-button")
+                progress_shot(page, args)
                 page.wait_for_selector("#m0-sample-output img")
             page.wait_for_timeout(500)  # the image fades in
             print(f"the page's answer took {time.perf_counter() - start:.1f} s")

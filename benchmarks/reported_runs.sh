@@ -375,3 +375,11 @@ python benchmarks/prompt_to_prompt_shapes.py "$out/shapes-ldm-text-cpu" --num_pa
     --output "$out/shapes-ldm-text-cpu-prompt-to-prompt.json"
 python benchmarks/bench_latent_sampling.py "$out/shapes-ldm-text-cpu" --batch_size 64 --rounds 3 \
     --output "$out/bench_latent_sampling.json"
+
+# 12. the browser demo (genzoo-demo) over the text-to-image folder of section 11 and its first stage, screenshots taken
+# in headless Chromium (Debian's chromium, Playwright); run from the folder that holds them, so the tabs show short names
+(cd "$out" && python "$OLDPWD/benchmarks/demo_screenshot.py" shapes-ldm-text-cpu kl-f4-beta0.001 \
+    --prompt "a large red circle at the top left" --guidance_scale 3 --output "$OLDPWD/docs/results/demo-screenshot.png")
+(cd "$out" && python "$OLDPWD/benchmarks/demo_screenshot.py" shapes-ldm-text-cpu --prompt "a large red circle at the top left" \
+    --edited_prompt "a large blue circle at the top left" --guidance_scale 3 \
+    --output "$OLDPWD/docs/results/demo-screenshot-p2p.png" --progress_output "$OLDPWD/docs/results/demo-screenshot-progress.png")

@@ -261,6 +261,15 @@ def test_load_pipeline_opens_saved_folders_and_says_what_is_not_one(tmp_path):
         demo.load_pipeline(tmp_path / "stock")
 
 
+def test_load_pipeline_takes_a_hub_repo_id_and_names_a_missing_one(hub, hub_cache):
+    gan_pipeline().push_to_hub("genzoo-tests/demo-gan")
+    loaded = demo.load_pipeline("genzoo-tests/demo-gan")
+    assert type(loaded) is GANPipeline and demo.capabilities(loaded).summary() == ["sample", "interpolate"]
+    with pytest.raises(ValueError, match=r"'genzoo-tests/no-such-model' is (neither a saved folder|not a folder here)") as error:
+        demo.load_pipeline("genzoo-tests/no-such-model")
+    assert "Hub" in str(error.value) and len(str(error.value).splitlines()) == 1
+
+
 def test_command_line_and_train_shapes_flags():
     with pytest.raises(SystemExit):
         demo.parse_args([])
