@@ -2,13 +2,53 @@
 
 from __future__ import annotations
 
-import torch
+import logging
+import time
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
-from ..models import AutoencoderModel, VAEModel, VQVAEModel
+import torch
+from tqdm.auto import tqdm
+
+from ..models import AutoencoderModel, DiagonalGaussian, VAEModel, VQVAEModel
 from ..models.vq import perplexity_of
 from .disentanglement import mutual_information_gap
 from .likelihood import iwae_bound, vae_elbo
 from .reconstruction import mse, nats_to_bits_per_dim, psnr
+
+
+logger = logging.getLogger(__name__)
+
+
+class EvaluationProgress:
+    """What an evaluation shows while it works: one progress bar over its stages (the metric being computed named
+    beside it), a bar over the batches of the stage at hand, and each stage's time, logged when it ends and kept in
+    `seconds`. `enabled=False` (the default of the metric functions) shows and logs nothing, and still times."""
+
+    def __init__(self, num_stages: int | None = None, desc: str = "evaluation", enabled: bool = True, log=logger):
+        self.enabled, self.log = enabled, log
+        self.seconds: dict[str, float] = {}
+        self.bar = tqdm(total=num_stages, desc=desc, unit="metric", disable=not enabled)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.bar.set_postfix_str(name)
+        start = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - start
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        if self.enabled:
+            self.log.info(f"evaluation: {name} took {seconds:.1f} s")
+        self.bar.update(1)
+
+    def batches(self, iterable: Iterable, total: int | None = None, desc: str = "batches") -> Iterable:
+        """`iterable` with a bar of its own under the stages' bar, removed when done."""
+        return tqdm(iterable, total=total, desc=desc, leave=False, disable=not self.enabled)
+
+    def close(self) -> float:
+        """Close the bar; the seconds of all stages."""
+        self.bar.close()
+        return sum(self.seconds.values())
 
 
 def _batches(images: torch.Tensor, batch_size: int):
@@ -36,59 +76,76 @@ def evaluate_autoencoder(
     shapes_resolution: int | None = None,
     num_generated: int = 1000,
     iwae_samples: int = 64,
+    iwae_images: int | None = None,
     batch_size: int = 128,
     seed: int = 0,
     markov_chain_steps: int = 0,
+    progress: EvaluationProgress | None = None,
 ) -> dict[str, float]:
     """Held-out metrics for an autoencoder or VAE.
 
     - every model: `mse`, `psnr` of reconstructions (no corruption, posterior mean for a VAE);
-    - VAE: `elbo_nats`, `iwae_nats` (k = `iwae_samples`), and both in bits/dim (`*_bpd`, as −bound / (D ln 2));
+    - VAE: `elbo_nats`, `iwae_nats` (k = `iwae_samples`, on the first `iwae_images` of `images`, default all: it
+      costs k decoder passes an image), and both in bits/dim (`*_bpd`, as −bound / (D ln 2));
     - `factors` (N, K) given: `mig` of the latent means against them;
     - `shapes_resolution` given (shapes-world data): `oracle_validity` and `oracle_coverage` of `num_generated`
       samples from the prior (VAE: its latent mixture when fitted, and then also N(0, I) as `*_normal_prior`) or
       the fitted latent Gaussian (autoencoders), and `oracle_validity_reconstructions` of the held-out images;
       with `markov_chain_steps` > 0 (VAE), also the same samples after that many decode/re-encode steps
       (`VAEModel.markov_chain`, posterior means) as `*_markov_chain`.
+
+    `progress` (an `EvaluationProgress`) shows the stages and batches as they run and logs each one's time.
     """
+    progress = progress or EvaluationProgress(enabled=False)
     model.eval()
     device, dtype = model.device, model.dtype
     generator = torch.Generator(device="cpu").manual_seed(seed)
     num_dims = images[0].numel()
+    is_vae = isinstance(model, VAEModel)
+    num_iwae = len(images) if iwae_images is None else min(iwae_images, len(images))
     sums = {"mse": 0.0, "psnr": 0.0, "elbo_nats": 0.0, "iwae_nats": 0.0}
     reconstructions = []  # kept for the oracle on shapes-world data
-    for batch in _batches(images, batch_size):
-        x = batch.to(device, dtype)
-        if isinstance(model, VAEModel):  # one encoder pass serves the reconstruction and both bounds
-            posterior = model.encode(x).latent_dist
-            reconstruction = model.decode(posterior.mode()).sample
-            sums["elbo_nats"] += vae_elbo(model, x, generator, posterior=posterior).sum().item()
-            if iwae_samples:
-                sums["iwae_nats"] += iwae_bound(model, x, iwae_samples, generator, posterior=posterior).sum().item()
-        else:
-            reconstruction = model(x).sample
-        sums["mse"] += mse(x, reconstruction).sum().item()
-        sums["psnr"] += psnr(x, reconstruction).sum().item()
-        if shapes_resolution is not None:
-            reconstructions.append(reconstruction.float().cpu())
+    stage = "reconstruction, ELBO, IWAE" if is_vae and iwae_samples else "reconstruction, ELBO" if is_vae else "reconstruction"
+    with progress.stage(stage):
+        for start in progress.batches(range(0, len(images), batch_size), total=-(-len(images) // batch_size), desc=stage):
+            x = images[start : start + batch_size].to(device, dtype)
+            if is_vae:  # one encoder pass serves the reconstruction and both bounds
+                posterior = model.encode(x).latent_dist
+                reconstruction = model.decode(posterior.mode()).sample
+                sums["elbo_nats"] += vae_elbo(model, x, generator, posterior=posterior).sum().item()
+                if iwae_samples and start < num_iwae:
+                    x_iwae = x[: num_iwae - start]
+                    posterior_iwae = posterior if len(x_iwae) == len(x) else DiagonalGaussian(posterior.mean[: len(x_iwae)], posterior.logvar[: len(x_iwae)])
+                    sums["iwae_nats"] += iwae_bound(model, x_iwae, iwae_samples, generator, posterior=posterior_iwae).sum().item()
+            else:
+                reconstruction = model(x).sample
+            sums["mse"] += mse(x, reconstruction).sum().item()
+            sums["psnr"] += psnr(x, reconstruction).sum().item()
+            if shapes_resolution is not None:
+                reconstructions.append(reconstruction.float().cpu())
     metrics = {"mse": sums["mse"] / len(images), "psnr": sums["psnr"] / len(images)}
-    if isinstance(model, VAEModel):
+    if is_vae:
+        counts = {"elbo_nats": len(images), "iwae_nats": num_iwae}
         for key in ("elbo_nats", "iwae_nats") if iwae_samples else ("elbo_nats",):
-            metrics[key] = sums[key] / len(images)
+            metrics[key] = sums[key] / counts[key]
             metrics[key.replace("_nats", "_bpd")] = nats_to_bits_per_dim(-metrics[key], num_dims)
         metrics["iwae_samples"] = iwae_samples
+        if iwae_samples and num_iwae < len(images):
+            metrics["iwae_images"] = num_iwae
     if factors is not None:
-        metrics["mig"] = mutual_information_gap(encode_means(model, images, batch_size).flatten(1).numpy(), factors)["mig"]
-    can_sample = isinstance(model, VAEModel) or model.latent_gaussian_fitted
+        with progress.stage("MIG"):
+            metrics["mig"] = mutual_information_gap(encode_means(model, images, batch_size).flatten(1).numpy(), factors)["mig"]
+    can_sample = is_vae or model.latent_gaussian_fitted
     if shapes_resolution is not None and can_sample and num_generated:
         from ..data.shapes import ShapesOracle
 
         oracle = ShapesOracle(shapes_resolution)
         # valid reconstructions of held-out scenes: roughly the ceiling for samples that land where the data does
-        metrics["oracle_validity_reconstructions"] = shapes_sample_metrics(torch.cat(reconstructions).clamp(-1, 1), oracle)["oracle_validity"]
+        with progress.stage("oracle on reconstructions"):
+            metrics["oracle_validity_reconstructions"] = shapes_sample_metrics(torch.cat(reconstructions).clamp(-1, 1), oracle)["oracle_validity"]
         # a VAE with a fitted latent mixture is judged on its samples from the mixture, and from N(0, I) beside them
         priors = {"": {}}
-        if isinstance(model, VAEModel) and model.latent_prior_fitted:
+        if is_vae and model.latent_prior_fitted:
             priors["_normal_prior"] = {"prior": "normal"}
         for suffix, prior in priors.items():
             latents = torch.cat(
@@ -98,20 +155,28 @@ def evaluate_autoencoder(
                 ]
             )
             chains = {"": 0}
-            if isinstance(model, VAEModel) and markov_chain_steps and not suffix:
+            if is_vae and markov_chain_steps and not suffix:
                 chains["_markov_chain"] = markov_chain_steps
             for chain_suffix, steps in chains.items():
-                scores = shapes_sample_metrics(decode_samples(model, latents, steps, batch_size), oracle)
+                name = f"{num_generated} samples" + (" from N(0, I)" if suffix else "") + (f" after {steps} chain steps" if steps else "")
+                with progress.stage(name):
+                    samples = decode_samples(model, latents, steps, batch_size, progress=progress)
+                    scores = shapes_sample_metrics(samples, oracle)
                 metrics.update({key + suffix + chain_suffix: value for key, value in scores.items()})
     return metrics
 
 
 @torch.no_grad()
-def decode_samples(model, latents: torch.Tensor, markov_chain_steps: int = 0, batch_size: int = 128) -> torch.Tensor:
+def decode_samples(
+    model, latents: torch.Tensor, markov_chain_steps: int = 0, batch_size: int = 128, progress: EvaluationProgress | None = None
+) -> torch.Tensor:
     """Decode latent draws in batches, after `markov_chain_steps` decode/re-encode steps (a VAE's
     `markov_chain`) when > 0: images (N, C, H, W) in [-1, 1], float32 on the CPU."""
     images = []
-    for chunk in _batches(latents, batch_size):
+    batches = _batches(latents, batch_size)
+    if progress is not None:
+        batches = progress.batches(batches, total=-(-len(latents) // batch_size), desc="decoding")
+    for chunk in batches:
         if markov_chain_steps:
             chunk = model.markov_chain(chunk, markov_chain_steps)
         images.append(model.decode(chunk).sample.float().cpu())
