@@ -11,17 +11,22 @@ from .evaluate import (
     shapes_conditional_metrics,
     shapes_sample_metrics,
 )
+from .inception import InceptionFeatureExtractor, frechet_distance, inception_features, inception_fid
 from .likelihood import iwae_bound, vae_elbo
 from .reconstruction import mse, nats_to_bits_per_dim, psnr
 
 __all__ = [
     "DomainClassifier",
+    "InceptionFeatureExtractor",
     "class_histogram",
     "domain_fid",
     "discrete_mutual_information",
     "encode_means",
     "evaluate_autoencoder",
     "evaluate_vqvae",
+    "frechet_distance",
+    "inception_features",
+    "inception_fid",
     "iwae_bound",
     "mse",
     "mutual_information_gap",
