@@ -48,6 +48,8 @@ DISPLAY_TILE = 128  # smallest displayed side of one image: 32×32 samples are u
 MAX_BATCH = 16
 MAX_FRAMES = 32
 EDIT_TYPES = ("replace", "refine", "reweight")
+# an uploaded 32×32 image is previewed filling its box, its pixels kept sharp
+CSS = ".genzoo-upload img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 # numeric sampling options a `__call__` may take: name → (label, minimum, maximum, step, default when it has none)
 SAMPLING_OPTIONS = {
     "temperature": ("temperature (< 1: safer, less varied)", 0.1, 2.0, 0.05, 1.0),
@@ -596,7 +598,9 @@ def _image_input(label: str, elem_id: str):
                 name = getattr(payload, "orig_name", None) or "the file"
                 raise gr.Error(f"{name} is not an image file that can be read (PNG, JPEG, WebP, ...)") from error
 
-    return ImageUpload(label=label, type="pil", image_mode=None, sources=["upload", "clipboard"], elem_id=elem_id, height=200)
+    return ImageUpload(
+        label=label, type="pil", image_mode=None, sources=["upload", "clipboard"], elem_id=elem_id, elem_classes="genzoo-upload", height=200
+    )
 
 
 def _short_name(name: str) -> str:
@@ -807,7 +811,7 @@ def launch_kwargs() -> dict:
     server-side rendering."""
     gr = _gradio()
     fonts = dict(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-    return dict(theme=gr.themes.Default(**fonts), ssr_mode=False, show_error=True, allowed_paths=[tempfile.gettempdir()])
+    return dict(theme=gr.themes.Default(**fonts), css=CSS, ssr_mode=False, show_error=True, allowed_paths=[tempfile.gettempdir()])
 
 
 # ---- --train-shapes and the command ----------------------------------------------------------------------------------
