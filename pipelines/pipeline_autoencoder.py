@@ -8,6 +8,8 @@ from typing import Literal
 import torch
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
+from hf_genzoo.metrics.likelihood import iwae_bound, vae_elbo
+from hf_genzoo.metrics.reconstruction import mse
 from hf_genzoo.models import AutoencoderModel, VAEModel, VQVAEModel
 
 from .pipeline_utils import GenZooPipeline, check_output_type, images_to_tensor
@@ -103,6 +105,68 @@ class AutoencoderPipeline(GenZooPipeline):
         if latent.shape[0] != 1:
             raise ValueError(f"interpolate takes one image or latent at each end, got a batch of {latent.shape[0]}")
         return latent.float()
+
+    # ---- anomaly detection -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def anomaly_score(
+        self,
+        images,
+        method: Literal["reconstruction", "elbo", "iwae"] = "reconstruction",
+        num_samples: int | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int = 256,
+    ) -> torch.Tensor:
+        r"""
+        A score per image, higher = less like the training data (more anomalous).
+
+        Args:
+            images: PIL image(s), numpy (H, W, C) / (B, H, W, C) in [0, 1] or uint8, or tensors (B, C, H, W) in
+                [-1, 1], as `encode` takes them.
+            method (`"reconstruction" | "elbo" | "iwae"`, defaults to `"reconstruction"`):
+                - `"reconstruction"`: the mean squared error of `reconstruct(x)` (clamped to [-1, 1]) per image, in
+                  [-1, 1] pixel units (any model: no corruption, the posterior mean for a VAE);
+                - `"elbo"` (VAE only): −ELBO in nats, the mean of `num_samples` (default 1) one-sample estimates of
+                  −(E_q log p(x|z) − KL(q(z|x) ‖ p(z))) (Kingma & Welling 2014), as `vae_elbo`;
+                - `"iwae"` (VAE only): −(the importance-weighted bound) in nats with k = `num_samples` (default 64),
+                  log p(x) ≥ E log (1/k) Σ_i p(x, z_i)/q(z_i|x) (Burda et al. 2016), as `iwae_bound`.
+            num_samples (`int`, *optional*): posterior draws per image for `"elbo"` / `"iwae"`.
+            generator (`torch.Generator`, *optional*): makes the posterior draws deterministic.
+            batch_size (`int`, defaults to 256): images per model call.
+
+        Returns:
+            `torch.Tensor` (B,) float32 on the CPU.
+        """
+        # 1. validate
+        if method not in ("reconstruction", "elbo", "iwae"):
+            raise ValueError(f"method must be 'reconstruction', 'elbo' or 'iwae', got {method!r}")
+        if method != "reconstruction" and not isinstance(self.model, VAEModel):
+            raise ValueError(
+                f"method={method!r} is a VAE's likelihood bound; this {type(self.model).__name__} has none: use "
+                "method='reconstruction'"
+            )
+        if num_samples is not None and method == "reconstruction":
+            raise ValueError(f"num_samples={num_samples!r} counts posterior draws of 'elbo' / 'iwae'; 'reconstruction' takes none")
+        num_samples = num_samples if num_samples is not None else (64 if method == "iwae" else 1)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        # 2. score in batches
+        scores = []
+        for x in self._to_tensor(images).split(batch_size):  # (b, C, H, W) in [-1, 1]
+            if method == "reconstruction":
+                latents = self.model.encode(x)
+                latents = latents.latent_dist.mode() if isinstance(self.model, VAEModel) else latents.latents
+                score = mse(x, self.model.decode(latents).sample.clamp(-1, 1))  # the images `reconstruct` gives
+            else:
+                posterior = self.model.encode(x).latent_dist  # one encoder pass for every draw
+                if method == "elbo":
+                    score = -torch.stack([vae_elbo(self.model, x, generator, posterior=posterior) for _ in range(num_samples)]).mean(0)
+                else:
+                    score = -iwae_bound(self.model, x, num_samples, generator, posterior=posterior)
+            scores.append(score.float().cpu())
+        return torch.cat(scores)
 
     # ---- sampling --------------------------------------------------------------------------------
 

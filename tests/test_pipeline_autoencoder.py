@@ -152,3 +152,68 @@ def test_our_vae_inside_stable_diffusion_runs_saves_and_reloads(tmp_path):
     assert isinstance(reloaded.vae, VAEModel) and reloaded.vae.config.scaling_factor == 0.5
     again = reloaded("a red circle", generator=torch.Generator().manual_seed(0), **kwargs).images
     np.testing.assert_array_equal(again, first)
+
+
+# ---- anomaly scores ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ae", "denoising_ae", "vae"])
+def test_reconstruction_anomaly_score_is_the_per_image_error_of_reconstruct(name):
+    pipe = make_pipeline(name)
+    x = images(3)
+    recon = pipe.reconstruct(x, output_type="pt").images * 2 - 1  # [0, 1] → [-1, 1]
+    expected = (recon.clamp(-1, 1) - x.clamp(-1, 1)).pow(2).flatten(1).mean(1)
+    scores = pipe.anomaly_score(x, batch_size=2)
+    assert scores.shape == (3,) and scores.dtype == torch.float32
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-4)
+    # PIL and numpy inputs give the scores of the same pixels as a tensor
+    as_numpy = ((x.permute(0, 2, 3, 1) + 1) / 2).numpy()
+    torch.testing.assert_close(pipe.anomaly_score(as_numpy), scores, atol=1e-5, rtol=1e-4)
+    pil = [PIL.Image.fromarray((a * 255).round().astype(np.uint8)) for a in as_numpy]
+    torch.testing.assert_close(pipe.anomaly_score(pil), pipe.anomaly_score(torch.from_numpy((np.stack([np.asarray(p) for p in pil]) / 255).astype(np.float32)).permute(0, 3, 1, 2) * 2 - 1))
+
+
+def test_reconstruction_score_ranks_what_the_model_cannot_reconstruct_higher():
+    # a VAE trained a few steps on one flat image reconstructs it and not a noisy copy of it
+    torch.manual_seed(0)
+    model = VAEModel(**TINY, latent_channels=4, likelihood="gaussian")
+    clean = torch.full((8, 3, 16, 16), -0.5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        optimizer.zero_grad()
+        model(clean, return_loss=True).loss.backward()
+        optimizer.step()
+    pipe = AutoencoderPipeline(model=model.eval())
+    noisy = clean[:1] + 0.8 * torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    scores = pipe.anomaly_score(torch.cat([clean[:1], noisy.clamp(-1, 1)]))
+    assert scores[1] > 10 * scores[0]
+    elbo = pipe.anomaly_score(torch.cat([clean[:1], noisy.clamp(-1, 1)]), method="elbo", num_samples=4)
+    assert elbo[1] > elbo[0]
+
+
+def test_elbo_and_iwae_scores_are_the_negative_bounds():
+    from hf_genzoo.metrics import iwae_bound, vae_elbo
+
+    pipe = make_pipeline("vae")
+    x = images(3)
+    elbo = pipe.anomaly_score(x, method="elbo", generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = -vae_elbo(pipe.model, x, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(elbo, expected)
+    iwae = pipe.anomaly_score(x, method="iwae", num_samples=5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = -iwae_bound(pipe.model, x, 5, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(iwae, expected)
+    assert (iwae <= pipe.anomaly_score(x, method="elbo", num_samples=64, generator=torch.Generator().manual_seed(1)) + 1.0).all()
+
+
+def test_anomaly_score_refuses_what_the_model_cannot_do():
+    ae, vae = make_pipeline("ae"), make_pipeline("vae")
+    with pytest.raises(ValueError, match="method='elbo' is a VAE's likelihood bound; this AutoencoderModel has none"):
+        ae.anomaly_score(images(), method="elbo")
+    with pytest.raises(ValueError, match="method must be 'reconstruction', 'elbo' or 'iwae', got 'mse'"):
+        vae.anomaly_score(images(), method="mse")
+    with pytest.raises(ValueError, match="num_samples must be ≥ 1, got 0"):
+        vae.anomaly_score(images(), method="iwae", num_samples=0)
+    with pytest.raises(ValueError, match="'reconstruction' takes none"):
+        vae.anomaly_score(images(), num_samples=4)
