@@ -169,6 +169,20 @@ def _has_prior(pipe) -> bool:
     return getattr(model, "latent_gaussian_fitted", True)  # an autoencoder samples only once its Gaussian is fitted
 
 
+def _num_classes(pipe, call: dict) -> int | None:
+    """Classes of a `__call__` that takes `class_labels`: the pipeline's `num_classes`, else the first component
+    config's (a class-conditional GAN generator)."""
+    if "class_labels" not in call:
+        return None
+    if hasattr(type(pipe), "num_classes"):
+        return pipe.num_classes
+    for component in pipe.components.values():
+        config = getattr(component, "config", None)
+        if isinstance(config, dict) and config.get("num_classes"):
+            return int(config["num_classes"])
+    return None
+
+
 def is_text_conditioned(pipe) -> bool:
     return bool(getattr(pipe, "is_text_conditioned", False)) and getattr(pipe, "tokenizer", None) is not None
 
@@ -195,7 +209,7 @@ def capabilities(pipe) -> Capabilities:
     instruction_edit = "image" in call and "prompt" in call
     sample = not required and not instruction_edit and _has_prior(pipe)
     text = is_text_conditioned(pipe)
-    num_classes = getattr(pipe, "num_classes", None)
+    num_classes = _num_classes(pipe, call)
     conditioned = text or num_classes is not None
     options = {}
     for name, (_, _, _, _, fallback) in SAMPLING_OPTIONS.items():

@@ -84,6 +84,12 @@ def gan_pipeline():
     return quiet(GANPipeline(generator_model=DCGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8, 8)).eval()))
 
 
+def class_gan_pipeline():
+    torch.manual_seed(0)
+    generator = DCGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8, 8), num_classes=3, class_embed_dim=4)
+    return quiet(GANPipeline(generator_model=generator.eval()))
+
+
 def pixel_pipeline():
     """Class-conditional: 2 classes and the null label."""
     torch.manual_seed(0)
@@ -113,6 +119,7 @@ PIPELINES = {
     "vq_in_autoencoder_pipeline": lambda: quiet(AutoencoderPipeline(model=vq_model())),
     "vq_prior": vq_pipeline,
     "gan": gan_pipeline,
+    "gan_class": class_gan_pipeline,
     "pixel_class": pixel_pipeline,
     "latent_text": text_pipeline,
     "instruct_pix2pix": instruct_pipeline,
@@ -125,6 +132,7 @@ OFFERS = {
     "vq_in_autoencoder_pipeline": (["reconstruct", "interpolate"], dict(sample=False, interpolate_seeds=False, likelihood=None)),
     "vq_prior": (["sample", "reconstruct", "likelihood"], dict(likelihood="codes", sampling_options={"temperature": 1.0}, num_inference_steps=None)),
     "gan": (["sample", "interpolate"], dict(interpolate_seeds=True, interpolate_images=False, sampling_options={"truncation": 0.0})),
+    "gan_class": (["sample", "interpolate"], dict(num_classes=3, prompt=False, guidance_scale=None)),
     "pixel_class": (["sample", "reconstruct", "likelihood"], dict(num_classes=2, num_inference_steps=50, guidance_scale=1.0, reconstruct_steps=50, likelihood="bound", interpolate_seeds=False)),
     "latent_text": (["sample", "reconstruct", "interpolate", "likelihood", "prompt-to-prompt"], dict(prompt=True, batch_argument="num_images_per_prompt", guidance_scale=7.5, interpolate_seeds=True, interpolate_images=False)),
     "instruct_pix2pix": (["instruction edit"], dict(sample=False, reconstruct=False, likelihood=None, prompt_to_prompt=False, num_inference_steps=100)),
@@ -186,11 +194,11 @@ def test_offered_actions_run_with_the_page_controls(pipelines):
     assert value > 0
 
 
-@pytest.mark.parametrize("name", ["gan", "latent_text", "vae"])
+@pytest.mark.parametrize("name", ["gan", "gan_class", "latent_text", "vae"])
 def test_the_first_frame_between_two_seeds_is_the_first_seeds_sample(pipelines, name):
     pipe = get(pipelines, name)
     caps = demo.capabilities(pipe)
-    condition = dict(prompt="a red circle") if caps.prompt else {}
+    condition = dict(prompt="a red circle") if caps.prompt else dict(class_label="2") if caps.num_classes else {}
     steps = dict(num_inference_steps=3) if caps.num_inference_steps else {}
     frames = demo.interpolate_seeds(pipe, caps, seed_a=5, seed_b=6, num_frames=3, **steps, **condition)
     first = demo.sample(pipe, caps, seed=5, batch_size=1, **steps, **condition)[0]
