@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -106,20 +106,6 @@ def keep_freed_cpu_memory(mmap_threshold: int = 256 << 20, trim_threshold: int =
     return True
 
 
-def add_keep_freed_memory_argument(parser) -> None:
-    """The scripts' opt-out of `keep_freed_cpu_memory`."""
-    parser.add_argument(
-        "--no_keep_freed_memory",
-        dest="keep_freed_memory",
-        action="store_false",
-        help="on the CPU, leave glibc's malloc at its defaults instead of keeping freed memory for reuse (see "
-        "hf_genzoo.training_utils.keep_freed_cpu_memory)",
-    )
-
-
-MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
-
-
 def cpu_runs_bf16_natively() -> bool:
     """Whether PyTorch sends this CPU's bf16 convolutions and matrix products to oneDNN's bf16 kernels: an x86 CPU
     with AVX-512 (BW, VL, DQ) or AMX, or an Arm CPU with bf16 instructions. Without them (an x86 CPU with AVX2
@@ -134,18 +120,6 @@ def cpu_runs_bf16_natively() -> bool:
         except OSError:
             return False
         return bool({"avx512bw", "amx_bf16", "bf16"} & flags)
-
-
-def add_mixed_precision_argument(parser) -> None:
-    """`--mixed_precision`, with `auto` beside Accelerate's own values."""
-    parser.add_argument(
-        "--mixed_precision",
-        choices=MIXED_PRECISION_CHOICES,
-        default=None,
-        help="default: accelerate config (accelerate launch's --mixed_precision, else no); auto: bf16 where the "
-        "device runs it natively (a CUDA GPU with bf16, a CPU with AVX-512 or AMX), else no (fp32). On a CPU "
-        "without native bf16 (AVX2 only) bf16 runs several times slower than fp32",
-    )
 
 
 def resolve_mixed_precision(requested: str | None, device: torch.device) -> str | None:
@@ -508,6 +482,29 @@ def set_learning_rate(optimizer, learning_rate: float, lr_scheduler=None) -> Non
         scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
+def flag_given(name: str, argv: list[str] | None = None) -> bool:
+    """Whether the flag `name` ("--learning_rate") is on the command line `argv` (default `sys.argv[1:]`), as
+    `--name value` or `--name=value`: what `parse_args` records so that resuming can tell a flag given from its
+    default."""
+    argv = sys.argv[1:] if argv is None else argv
+    return any(token == name or token.startswith(name + "=") for token in argv)
+
+
+def resume_learning_rate(
+    optimizer, learning_rate: float, given: bool, lr_scheduler=None, flag: str = "--learning_rate", log=logger
+) -> None:
+    """After `resume`: keep the checkpoint's learning-rate schedule (what `load_state` restored), unless `flag` was
+    given on the resume command (`given`, from `flag_given`), when its rate replaces the base rate
+    (`set_learning_rate`: "lower --learning_rate and resume"); log which. A flag left at its default never replaces
+    the checkpoint's schedule."""
+    if given:
+        set_learning_rate(optimizer, learning_rate, lr_scheduler)
+        log.info(f"resumed with {flag} {learning_rate} (given on this command)")
+    else:
+        lr = optimizer.param_groups[0]["lr"]
+        log.info(f"resumed with the checkpoint's learning-rate schedule (lr {lr:.3g}; give {flag} to replace it)")
+
+
 def log_grid(accelerator: Accelerator, grid, step: int, name: str = "validation") -> None:
     """Send a PIL grid to the trackers that take images (TensorBoard, Weights & Biases)."""
     for tracker in accelerator.trackers:
@@ -541,4 +538,28 @@ def push_output_folder(args, commit_message: str) -> None:
         commit_message=commit_message,
         ignore_patterns=[*UPLOAD_IGNORE_PATTERNS, f"{args.logging_dir}/**"],
         token=args.hub_token,
+    )
+
+
+def scaled_to_run(full: int, max_train_steps: int, full_steps: int = 1000, minimum: int = 100) -> int:
+    """An evaluation size for a run of `max_train_steps`: `full` for runs of `full_steps` or more, in proportion for
+    shorter ones (at least `minimum`), so that a short run is not judged for many times as long as it trained."""
+    return max(min(minimum, full), min(full, round(full * max_train_steps / full_steps)))
+
+
+def run_summary(output_dir: str, metrics: dict, headline: Iterable[str], seconds: dict[str, float]) -> str:
+    """The lines a training script ends with: where its folder is, the headline metrics it measured (those of
+    `headline` present in `metrics`) and how long each part took (`seconds`: e.g. training, evaluation)."""
+    numbers = ", ".join(
+        f"{key} {metrics[key]:.4g}" if isinstance(metrics[key], float) else f"{key} {metrics[key]}"
+        for key in headline
+        if metrics.get(key) is not None
+    )
+    times = ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
+    return "\n".join(
+        [
+            f"saved to {os.path.abspath(output_dir)}",
+            f"measured: {numbers or 'nothing'}",
+            f"time: {times}",
+        ]
     )

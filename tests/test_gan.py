@@ -418,11 +418,12 @@ def test_resume_continues_exactly(fresh_accelerator_state, tmp_path):
     """Resumed from its step-3 checkpoint, a run ends with the same generator, discriminator and EMA weights."""
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     args = ("--class_conditional", "--gradient_accumulation_steps", "2", "--save_discriminator")
-    run(*tiny_args(full, *args))
+    run(*tiny_args(full, *args, "--generator_learning_rate", "3e-4"))
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     resumed.mkdir()
     shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
+    # the resume command does not repeat --generator_learning_rate: the checkpoint's rate goes on, not the default's
     run(*tiny_args(resumed, *args, "--resume_from_checkpoint", "latest"))
     for part in ("generator_model", "discriminator"):
         a = load_file(full / part / "diffusion_pytorch_model.safetensors")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scripts import load_script
+from scripts import load_script, without_flag
 
 from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel, VQVAEModel
 from hf_genzoo.utils import image_grid
@@ -87,17 +87,31 @@ def test_vae_run_writes_a_loadable_model_folder(tmp_path):
     assert len(pipe(batch_size=2, prior="normal").images) == 2
 
 
-def test_vae_sample_grid_shows_the_draws_before_and_after_the_chain(tmp_path):
+def test_vae_sample_grid_shows_the_draws_before_and_after_the_chain(tmp_path, capsys, caplog):
     """samples.png: 8 held-out images, their reconstructions, 32 draws from the latent mixture, and the same 32
-    draws after --markov_chain_steps decode/re-encode steps: the samples the chain's validity figure judges."""
+    draws after --markov_chain_steps decode/re-encode steps: the samples the chain's validity figure judges, enlarged
+    to 128-pixel tiles with each row's name beside it. The run logs each metric's time and ends with a summary."""
+    import logging
+
     import numpy as np
     from PIL import Image
 
     out = tmp_path / "vae"
-    run(*tiny_args(out, "--model", "vae", "--markov_chain_steps", "3"))
-    grid = np.asarray(Image.open(out / "samples.png"))
-    tile, rows = 16 + 1, 2 + 4 + 4  # 16-pixel images, 1 pixel padding, 8 per row
-    assert grid.shape == (rows * tile + 1, 8 * tile + 1, 3)
+    with caplog.at_level(logging.INFO, logger="hf_genzoo.metrics.evaluate"):
+        run(*tiny_args(out, "--model", "vae", "--markov_chain_steps", "3"))
+    timed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("evaluation: ")]
+    assert any("reconstruction, ELBO, IWAE took" in m for m in timed) and any("16 samples after 3 chain steps took" in m for m in timed)
+    summary = capsys.readouterr().out
+    assert f"saved to {out}" in summary and "measured: mse " in summary and "elbo_nats -" in summary and "time: training " in summary
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval_seconds"] >= 0 and "iwae_images" not in metrics  # 32 held-out images: all of them
+    picture = np.asarray(Image.open(out / "samples.png"))
+    tile, rows, scale = 16 + 1, 2 + 4 + 4, 8  # 16-pixel images, 1 pixel padding, 8 per row, enlarged to 128-pixel tiles
+    width = (8 * tile + 1) * scale
+    grid, labels = picture[:, -width:], picture[:, :-width]  # the images, and the label column on their left
+    assert grid.shape == ((rows * tile + 1) * scale, width, 3)
+    assert labels.shape[1] > 0 and labels.min() < 100 and labels.max() == 255  # dark text on white
+    np.testing.assert_array_equal(grid[::scale, ::scale].repeat(scale, 0).repeat(scale, 1), grid)  # nearest neighbour
 
     model = AutoencoderPipeline.from_pretrained(out).model
     with torch.no_grad():
@@ -105,8 +119,8 @@ def test_vae_sample_grid_shows_the_draws_before_and_after_the_chain(tmp_path):
         direct = model.decode(z).sample
         chained = model.decode(model.markov_chain(z, 3)).sample
     assert not torch.allclose(direct, chained)
-    expected = np.asarray(image_grid(torch.cat([direct, chained]), nrow=8))
-    np.testing.assert_array_equal(grid[2 * tile + 1 :], expected[1:])  # the sample rows, below the two image rows
+    expected = np.asarray(image_grid(torch.cat([direct, chained]), nrow=8, scale=scale))
+    np.testing.assert_array_equal(grid[(2 * tile + 1) * scale :], expected[scale:])  # the sample rows, below the two image rows
 
     # the card says what the rows are and how to draw the chained samples its *_markov_chain numbers judge
     card = (out / "README.md").read_text()
@@ -135,14 +149,17 @@ def test_every_autoencoder_variant_trains_and_samples(variant, tmp_path):
     assert "mse" in json.loads((out / "metrics.json").read_text())
 
 
-def test_resume_continues_exactly(tmp_path):
+def test_resume_continues_exactly(tmp_path, caplog):
     """A run resumed from its step-3 checkpoint ends with the same weights as the uninterrupted run."""
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     args = ("--model", "vae", "--use_ema", "--gradient_accumulation_steps", "2")
     run(*tiny_args(full, *args))
     resumed.mkdir()
     shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")  # what a run killed after step 4 left
-    run(*tiny_args(resumed, *args, "--resume_from_checkpoint", "latest"))
+    # the resume command does not repeat --learning_rate 2e-3: the checkpoint's schedule goes on, not the default's
+    with caplog.at_level("INFO"):
+        run(*without_flag(tiny_args(resumed, *args, "--resume_from_checkpoint", "latest"), "--learning_rate"))
+    assert "resumed with the checkpoint's learning-rate schedule" in caplog.text
     a = load_file(full / "model" / "diffusion_pytorch_model.safetensors")
     b = load_file(resumed / "model" / "diffusion_pytorch_model.safetensors")
     assert a.keys() == b.keys()
@@ -191,10 +208,11 @@ def test_vqvae_run_writes_a_loadable_folder_with_codebook_metrics(tmp_path):
 
     card = (out / "README.md").read_text()
     assert "VQVAEModel" in card and "codebook_usage" in card and "VQVAEPipeline" in card and "pipe(batch_size" not in card
-    two_rows = image_grid(torch.zeros(16, 3, 16, 16), nrow=8).size  # held-out images and reconstructions, no samples
+    two_rows = image_grid(torch.zeros(16, 3, 16, 16), nrow=8, scale=8).size  # held-out images and reconstructions, no samples
     from PIL import Image
 
-    assert Image.open(out / "samples.png").size == two_rows
+    size = Image.open(out / "samples.png").size
+    assert size[1] == two_rows[1] and size[0] > two_rows[0]  # and a label column
 
     pipe = AutoencoderPipeline.from_pretrained(out)
     assert isinstance(pipe.model, VQVAEModel) and pipe.model.config.scaling_factor == 1.0

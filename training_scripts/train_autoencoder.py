@@ -22,51 +22,10 @@ import os
 import sys
 import time
 
-import torch
-from accelerate.logging import get_logger
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
+from script_args import add_keep_freed_memory_argument, add_mixed_precision_argument, answer_help_first, description
 
-from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel, VQVAEModel
-from hf_genzoo.data import load_image_dataset
-from hf_genzoo.hub import load_model_component, write_model_card
-from hf_genzoo.metrics import encode_means, evaluate_autoencoder, evaluate_vqvae
-from hf_genzoo.training_utils import (
-    add_keep_freed_memory_argument,
-    add_mixed_precision_argument,
-    training_command,
-    card_dataset_fields,
-    end_training,
-    TrainingDivergedError,
-    diverged_error,
-    micro_batches,
-    find_checkpoint,
-    load_train_and_held_out,
-    micro_batch_generator,
-    plan_steps,
-    push_output_folder,
-    resume,
-    save_checkpoint,
-    save_validation_grid,
-    set_learning_rate,
-    setup_accelerator,
-    staged_model_folder,
-    tracker_config,
-)
-from hf_genzoo.utils import image_grid
+MODEL_NAMES = ("ae", "denoising_ae", "sparse_ae", "masked_ae", "vae", "vqvae")  # the keys of MODEL_VARIANTS below
 
-logger = get_logger(__name__, log_level="INFO")
-
-# --model → (model class, config overrides); every other hyperparameter comes from the flags
-MODEL_VARIANTS = {
-    "ae": (AutoencoderModel, {"corruption": "none"}),
-    "denoising_ae": (AutoencoderModel, {"corruption": "gaussian"}),
-    "sparse_ae": (AutoencoderModel, {"corruption": "none"}),
-    "masked_ae": (AutoencoderModel, {"corruption": "patch_mask"}),
-    "vae": (VAEModel, {}),
-    "vqvae": (VQVAEModel, {}),
-}
 # the VQ-VAE's flags and their defaults: filled in for --model vqvae, refused with any other model
 VQVAE_DEFAULTS = {
     "num_vq_embeddings": 256,
@@ -104,8 +63,8 @@ MAX_FIT_LATENTS = 10_000
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, choices=sorted(MODEL_VARIANTS), help="which member of the family")
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser.add_argument("--model", required=True, choices=sorted(MODEL_NAMES), help="which member of the family")
     # data
     parser.add_argument("--dataset_name", default="shapes", help="'shapes', 'dsprites', a Hub dataset id, an image folder or a parquet file")
     parser.add_argument("--train_split", default="train")
@@ -195,12 +154,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report_to", default="none", help="accelerate trackers: tensorboard, wandb, all, none")
     add_keep_freed_memory_argument(parser)
     parser.add_argument("--logging_dir", default="logs")
-    parser.add_argument("--num_generated", type=int, default=1000, help="samples judged by the shapes oracle")
-    parser.add_argument("--iwae_samples", type=int, default=64, help="k of the importance-weighted bound (0: skip)")
+    parser.add_argument(
+        "--num_generated",
+        type=int,
+        default=None,
+        help="samples judged by the shapes oracle (default 1000; a run of fewer than 1,000 steps judges in proportion, "
+        "at least 100, so that its evaluation stays short: pass it to choose, 0 to skip the samples)",
+    )
+    parser.add_argument("--iwae_samples", type=int, default=64, help="k of the importance-weighted bound (0: skip; it costs k decoder passes a held-out image)")
+    parser.add_argument(
+        "--iwae_images",
+        type=int,
+        default=None,
+        help="held-out images the IWAE bound is computed on (default: all of them, or in proportion for runs of fewer "
+        "than 1,000 steps, as --num_generated); the ELBO and reconstruction metrics use all",
+    )
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", default=None)
     parser.add_argument("--hub_token", default=None)
     args = parser.parse_args(argv)
+    args.learning_rate_given = flag_given("--learning_rate", argv)  # resuming keeps the checkpoint's schedule unless given
 
     if args.pretrained_model_name_or_path:
         flags = {token.split("=")[0] for token in (sys.argv[1:] if argv is None else argv) if token.startswith("--")}
@@ -251,6 +224,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")
     return args
+
+
+answer_help_first(__name__, parse_args)
+# the heavy imports come after argument parsing, so that `--help` answers at once
+import torch  # noqa: E402
+from accelerate.logging import get_logger  # noqa: E402
+from diffusers.optimization import get_scheduler  # noqa: E402
+from diffusers.training_utils import EMAModel  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel, VQVAEModel  # noqa: E402
+from hf_genzoo.data import load_image_dataset  # noqa: E402
+from hf_genzoo.hub import load_model_component, write_model_card  # noqa: E402
+from hf_genzoo.metrics import encode_means, evaluate_autoencoder, evaluate_vqvae  # noqa: E402
+from hf_genzoo.metrics.evaluate import EvaluationProgress  # noqa: E402
+from hf_genzoo.training_utils import (  # noqa: E402
+    training_command,
+    card_dataset_fields,
+    end_training,
+    TrainingDivergedError,
+    diverged_error,
+    micro_batches,
+    find_checkpoint,
+    load_train_and_held_out,
+    micro_batch_generator,
+    plan_steps,
+    push_output_folder,
+    flag_given,
+    resume,
+    resume_learning_rate,
+    run_summary,
+    scaled_to_run,
+    save_checkpoint,
+    save_validation_grid,
+    setup_accelerator,
+    staged_model_folder,
+    tracker_config,
+)
+from hf_genzoo.utils import enlarged_grid  # noqa: E402
+
+logger = get_logger(__name__, log_level="INFO")
+
+# --model → (model class, config overrides); every other hyperparameter comes from the flags
+MODEL_VARIANTS = {
+    "ae": (AutoencoderModel, {"corruption": "none"}),
+    "denoising_ae": (AutoencoderModel, {"corruption": "gaussian"}),
+    "sparse_ae": (AutoencoderModel, {"corruption": "none"}),
+    "masked_ae": (AutoencoderModel, {"corruption": "patch_mask"}),
+    "vae": (VAEModel, {}),
+    "vqvae": (VQVAEModel, {}),
+}
 
 
 def build_model(args) -> AutoencoderModel | VAEModel | VQVAEModel:
@@ -361,16 +385,21 @@ def validation_grid(model, images: torch.Tensor, generator_seed: int, num_sample
     model.eval()
     x = images.to(model.device, model.dtype)
     rows = [x.float().cpu(), model(x).sample.float().cpu()]
+    names = ["held-out images", "reconstructions"]
     if isinstance(model, VAEModel) or (isinstance(model, AutoencoderModel) and model.latent_gaussian_fitted):
         # a VAE's latent mixture is fitted after training: until then its grids sample N(0, I)
         prior = {"prior": "normal"} if isinstance(model, VAEModel) and not model.latent_prior_fitted else {}
         z = model.sample_prior(num_samples, generator=torch.Generator().manual_seed(generator_seed), **prior).to(model.device)
         rows.append(model.decode(z).sample.float().cpu())
+        names.append("samples, N(0, I)" if prior else "samples")
         if markov_chain_steps and isinstance(model, VAEModel):
             rows.append(model.decode(model.markov_chain(z, markov_chain_steps)).sample.float().cpu())
+            names.append(f"after {markov_chain_steps} chain steps")
     for module, mode in zip(model.modules(), modes):
         module.training = mode
-    return image_grid(torch.cat(rows), nrow=len(images))
+    # one label for the first grid row of each group (a group of samples spans several)
+    labels = [name if i == 0 else "" for name, row in zip(names, rows) for i in range(-(-len(row) // len(images)))]
+    return enlarged_grid(torch.cat(rows), nrow=len(images), row_labels=labels)
 
 
 def build_optimizer(model, args) -> torch.optim.AdamW:
@@ -421,6 +450,11 @@ def main(args: argparse.Namespace) -> str:
     batches_per_epoch, max_train_steps = plan_steps(
         num_train, global_batch, args.gradient_accumulation_steps, args.num_epochs, args.max_train_steps
     )
+    # the evaluation's sizes, when not given: in proportion to a short run (its training is short too)
+    if args.num_generated is None:
+        args.num_generated = scaled_to_run(1000, max_train_steps)
+    if args.iwae_images is None and max_train_steps < 1000:
+        args.iwae_images = scaled_to_run(len(eval_images), max_train_steps)
 
     # 2. model, optimiser, schedule, EMA
     model = load_or_build_model(args)
@@ -446,7 +480,7 @@ def main(args: argparse.Namespace) -> str:
     # 3. resume
     global_step = resume(accelerator, args.output_dir, args.resume_from_checkpoint)
     if global_step:
-        set_learning_rate(optimizer, args.learning_rate, lr_scheduler)
+        resume_learning_rate(optimizer, args.learning_rate, args.learning_rate_given, lr_scheduler, log=logger)
 
     logger.info(f"{num_train} training images, {global_batch} per step on {accelerator.num_processes} process(es), {max_train_steps} steps")
     progress = tqdm(range(max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
@@ -508,12 +542,20 @@ def main(args: argparse.Namespace) -> str:
         if ema is not None:
             ema.copy_to(unwrapped.parameters())
         final_model = unwrapped.to(memory_format=torch.contiguous_format).eval()
+        logger.info(
+            f"evaluating on {len(eval_images)} held-out images"
+            + (f", {args.num_generated} samples" if args.dataset_name == "shapes" and not is_vqvae else "")
+            + " (--max_eval_samples, --num_generated, --iwae_images, --markov_chain_steps make it shorter)"
+        )
+        progress = EvaluationProgress(desc="evaluation")
         if is_vqvae:
             # samples come from a prior over the codes (VQVAEPipeline), not a latent Gaussian; scaling_factor stays
             # 1.0, as in diffusers' VQModel and the LDM paper's VQ-regularised first stages
-            metrics = evaluate_vqvae(final_model, eval_images, shapes_resolution=args.resolution if args.dataset_name == "shapes" else None)
+            with progress.stage("reconstruction, codebook usage"):
+                metrics = evaluate_vqvae(final_model, eval_images, shapes_resolution=args.resolution if args.dataset_name == "shapes" else None)
         else:
-            train_latents = encode_means(final_model, train_images[:MAX_FIT_LATENTS])
+            with progress.stage("encoding the training latents"):
+                train_latents = encode_means(final_model, train_images[:MAX_FIT_LATENTS])
             prior_metrics = {}
             if isinstance(final_model, AutoencoderModel):
                 final_model.fit_latent_gaussian(train_latents)  # GLO sampling (Bojanowski et al. 2017)
@@ -532,11 +574,14 @@ def main(args: argparse.Namespace) -> str:
                 shapes_resolution=args.resolution if args.dataset_name == "shapes" else None,
                 num_generated=args.num_generated,
                 iwae_samples=args.iwae_samples,
+                iwae_images=args.iwae_images,
                 seed=args.seed,
                 markov_chain_steps=args.markov_chain_steps,
+                progress=progress,
             )
             metrics.update(prior_metrics)
-        metrics.update(train_steps=global_step, train_seconds=round(train_seconds, 1))
+        eval_seconds = progress.close()
+        metrics.update(train_steps=global_step, train_seconds=round(train_seconds, 1), eval_seconds=round(eval_seconds, 1))
         logger.info(f"metrics: {json.dumps(metrics)}")
         # the sample grid: 64 draws, or for a VAE judged after the chain 32 draws and the same 32 after it
         chain_steps = args.markov_chain_steps if isinstance(final_model, VAEModel) else 0
@@ -544,6 +589,8 @@ def main(args: argparse.Namespace) -> str:
         save_model_folder(args, final_model, metrics, grid, chain_steps)
         if args.push_to_hub:
             push_output_folder(args, f"{args.model} trained for {global_step} steps")
+        headline = ("mse", "psnr", "elbo_nats", "iwae_nats", "oracle_validity", "oracle_coverage", "oracle_validity_markov_chain", "codebook_usage", "perplexity")
+        print(run_summary(args.output_dir, metrics, headline, {"training": train_seconds, "evaluation": eval_seconds}))
     end_training(accelerator)
     return args.output_dir
 
@@ -568,9 +615,10 @@ def save_model_folder(args, model, metrics: dict, grid, markov_chain_steps: int 
             pipeline_class="AutoencoderPipeline",
             model_class=type(model).__name__,
             tags=["autoencoder", args.model, "unconditional-image-generation"],
-            metrics={k: v for k, v in metrics.items() if k not in ("train_steps", "train_seconds", "iwae_samples")},
+            metrics={k: v for k, v in metrics.items() if k not in ("train_steps", "train_seconds", "eval_seconds", "iwae_samples", "iwae_images")},
             training_summary=f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s"
             + (f"; IWAE bound with k = {metrics['iwae_samples']}" if metrics.get("iwae_samples") else "")
+            + (f" on {metrics['iwae_images']} held-out images" if metrics.get("iwae_images") else "")
             + fine_tuned,
             base_model=source if source and not os.path.exists(source) else None,  # a Hub id, not a local folder
             sample_grid="samples.png",

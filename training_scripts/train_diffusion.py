@@ -23,51 +23,14 @@ import os
 import sys
 import time
 
-import torch
-from accelerate.logging import get_logger
-from diffusers import UNet2DModel
-from diffusers.models.attention_processor import Attention, AttnProcessor
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
-
-from hf_genzoo import GenZooDDIMScheduler, GenZooDDPMScheduler, PixelDiffusionPipeline
-from hf_genzoo.hub import write_model_card
-from hf_genzoo.metrics import sample_quality_metrics
-from hf_genzoo.training_utils import (
-    add_keep_freed_memory_argument,
-    add_mixed_precision_argument,
-    denoising_loss,
-    training_command,
-    card_dataset_fields,
-    end_training,
-    TrainingDivergedError,
-    diverged_error,
-    micro_batches,
-    find_checkpoint,
-    load_split_tensors,
-    load_train_and_held_out,
-    micro_batch_generator,
-    plan_steps,
-    push_output_folder,
-    resume,
-    save_checkpoint,
-    save_validation_grid,
-    set_learning_rate,
-    setup_accelerator,
-    staged_model_folder,
-    tracker_config,
-)
-from hf_genzoo.utils import image_grid
-
-logger = get_logger(__name__, log_level="INFO")
+from script_args import add_keep_freed_memory_argument, add_mixed_precision_argument, answer_help_first, description
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     # data
     parser.add_argument("--dataset_name", default="shapes", help="'shapes', a Hub dataset id, an image folder or a parquet file/folder")
     parser.add_argument("--train_split", default="train")
@@ -135,14 +98,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--logging_dir", default="logs")
     parser.add_argument("--num_inference_steps", type=int, default=50, help="DDIM steps of the grids and the sample metrics")
     parser.add_argument("--guidance_scale", type=float, default=1.0, help="classifier-free guidance of the grids and the sample metrics")
-    parser.add_argument("--num_generated", type=int, default=500, help="samples judged by the shapes oracle / the FID")
-    parser.add_argument("--num_likelihood_images", type=int, default=256, help="held-out images of the bits/dim bound (0: skip)")
+    parser.add_argument("--num_generated", type=int, default=500, help="samples judged by the shapes oracle / the FID; each costs --num_inference_steps UNet passes, so the final evaluation of a short run is shorter with e.g. 100")
+    parser.add_argument("--num_likelihood_images", type=int, default=256, help="held-out images of the bits/dim bound (0: skip; a shorter evaluation with e.g. 32)")
     parser.add_argument("--likelihood_timesteps", type=int, default=None, help="K sampled terms of the bound (default all T: exact)")
     parser.add_argument("--fid_classifier", default=None, help="a DomainClassifier folder (training_scripts/train_domain_classifier.py): report FID on its features")
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", default=None)
     parser.add_argument("--hub_token", default=None)
     args = parser.parse_args(argv)
+    args.learning_rate_given = flag_given("--learning_rate", argv)  # resuming keeps the checkpoint's schedule unless given
 
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/shapes-ddpm)")
@@ -164,6 +128,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if bad_groups:
         parser.error(f"--norm_num_groups {args.norm_num_groups} must divide every --block_out_channels, not {bad_groups}")
     return args
+
+
+answer_help_first(__name__, parse_args)
+# the heavy imports come after argument parsing, so that `--help` answers at once
+import torch  # noqa: E402
+from accelerate.logging import get_logger  # noqa: E402
+from diffusers import UNet2DModel  # noqa: E402
+from diffusers.models.attention_processor import Attention, AttnProcessor  # noqa: E402
+from diffusers.optimization import get_scheduler  # noqa: E402
+from diffusers.training_utils import EMAModel  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from hf_genzoo import GenZooDDIMScheduler, GenZooDDPMScheduler, PixelDiffusionPipeline  # noqa: E402
+from hf_genzoo.hub import write_model_card  # noqa: E402
+from hf_genzoo.metrics import sample_quality_metrics  # noqa: E402
+from hf_genzoo.metrics.evaluate import EvaluationProgress  # noqa: E402
+from hf_genzoo.training_utils import (  # noqa: E402
+    denoising_loss,
+    training_command,
+    card_dataset_fields,
+    end_training,
+    TrainingDivergedError,
+    diverged_error,
+    micro_batches,
+    find_checkpoint,
+    load_split_tensors,
+    load_train_and_held_out,
+    micro_batch_generator,
+    plan_steps,
+    push_output_folder,
+    flag_given,
+    resume,
+    resume_learning_rate,
+    run_summary,
+    save_checkpoint,
+    save_validation_grid,
+    setup_accelerator,
+    staged_model_folder,
+    tracker_config,
+)
+from hf_genzoo.utils import enlarged_grid  # noqa: E402
+
+logger = get_logger(__name__, log_level="INFO")
 
 
 # ---- model and data ------------------------------------------------------------------------------------------
@@ -288,11 +295,13 @@ def sample_labels(num_classes: int | None, count: int) -> list[int] | None:
 
 
 @torch.no_grad()
-def generate(pipe: PixelDiffusionPipeline, count: int, labels, args, seed: int, batch_size: int = 128) -> torch.Tensor:
-    """`count` samples (B, C, H, W) in [-1, 1], in batches; labels per image (or None)."""
+def generate(pipe: PixelDiffusionPipeline, count: int, labels, args, seed: int, batch_size: int = 128, progress=None) -> torch.Tensor:
+    """`count` samples (B, C, H, W) in [-1, 1], in batches (a bar over them with an `EvaluationProgress`); labels
+    per image (or None)."""
     out = []
     generator = torch.Generator().manual_seed(seed)
-    for start in range(0, count, batch_size):
+    starts = range(0, count, batch_size)
+    for start in starts if progress is None else progress.batches(starts, desc="sampling batches"):
         n = min(batch_size, count - start)
         kwargs = {}
         if labels is not None:
@@ -307,35 +316,42 @@ def generate(pipe: PixelDiffusionPipeline, count: int, labels, args, seed: int, 
 def sample_grid(pipe, num_classes, args, count: int = 16):
     """A grid of `count` samples from a fixed seed (one per class in turn when class-conditional)."""
     pipe.set_progress_bar_config(disable=True)
-    return image_grid(generate(pipe, count, sample_labels(num_classes, count), args, seed=args.seed), nrow=8)
+    labels = sample_labels(num_classes, count)
+    names = None if labels is None else [f"classes {labels[r]}–{labels[min(r + 7, count - 1)]}" for r in range(0, count, 8)]
+    return enlarged_grid(generate(pipe, count, labels, args, seed=args.seed), nrow=8, row_labels=names)
 
 
 @torch.no_grad()
-def evaluate(pipe, eval_images, num_classes, args) -> dict:
+def evaluate(pipe, eval_images, num_classes, args, progress: EvaluationProgress | None = None) -> dict:
     """bits/dim of held-out images (the variational bound), and on generated samples the shapes oracle's
-    validity/coverage (and attribute accuracy when class-conditional) or the FID on a domain classifier."""
+    validity/coverage (and attribute accuracy when class-conditional) or the FID on a domain classifier.
+    `progress` shows the stages and batches as they run and logs each one's time."""
+    progress = progress or EvaluationProgress(enabled=False)
     metrics: dict = {}
     pipe.set_progress_bar_config(disable=True)
     if args.num_likelihood_images:
         x = eval_images[: args.num_likelihood_images]
         generator = torch.Generator().manual_seed(args.seed)
-        bits = torch.cat([
-            pipe.likelihood(batch.to(pipe.device, pipe.unet.dtype), num_sampled_timesteps=args.likelihood_timesteps, generator=generator).float().cpu()
-            for batch in x.split(128)
-        ])
+        with progress.stage(f"bits/dim of {len(x)} held-out images"):
+            bits = torch.cat([
+                pipe.likelihood(batch.to(pipe.device, pipe.unet.dtype), num_sampled_timesteps=args.likelihood_timesteps, generator=generator).float().cpu()
+                for batch in progress.batches(x.split(128), desc="likelihood batches")
+            ])
         metrics["bits_per_dim"] = float(bits.mean())
         metrics["likelihood_images"] = len(x)
     labels = sample_labels(num_classes, args.num_generated)
-    samples = generate(pipe, args.num_generated, labels, args, seed=args.seed + 1)
-    metrics.update(
-        sample_quality_metrics(
-            samples,
-            labels,
-            shapes_resolution=args.resolution if args.dataset_name == "shapes" else None,
-            real_images=eval_images,
-            fid_classifier=args.fid_classifier,
+    with progress.stage(f"{args.num_generated} samples, {args.num_inference_steps} steps each"):
+        samples = generate(pipe, args.num_generated, labels, args, seed=args.seed + 1, progress=progress)
+    with progress.stage("oracle" + (" and FID" if args.fid_classifier else "") if args.dataset_name == "shapes" else "FID"):
+        metrics.update(
+            sample_quality_metrics(
+                samples,
+                labels,
+                shapes_resolution=args.resolution if args.dataset_name == "shapes" else None,
+                real_images=eval_images,
+                fid_classifier=args.fid_classifier,
+            )
         )
-    )
     metrics.update(generated=len(samples), num_inference_steps=args.num_inference_steps)
     if labels is not None:
         metrics["guidance_scale"] = args.guidance_scale
@@ -390,7 +406,7 @@ def main(args: argparse.Namespace) -> str:
     # 3. resume
     global_step = resume(accelerator, args.output_dir, args.resume_from_checkpoint)
     if global_step:
-        set_learning_rate(optimizer, args.learning_rate, lr_scheduler)
+        resume_learning_rate(optimizer, args.learning_rate, args.learning_rate_given, lr_scheduler, log=logger)
 
     logger.info(
         f"{num_train} training images{f' in {num_classes} classes' if num_classes else ''}, {global_batch} per step on "
@@ -454,17 +470,24 @@ def main(args: argparse.Namespace) -> str:
             ema.copy_to(unwrapped.parameters())
         final_unet = unwrapped.to(memory_format=torch.contiguous_format).eval()
         pipe = make_pipeline(final_unet, noise_scheduler)
-        eval_start = time.perf_counter()
-        metrics = evaluate(pipe, eval_images, num_classes, args)
+        logger.info(
+            f"evaluating: bits/dim of {min(args.num_likelihood_images, len(eval_images))} held-out images, "
+            f"{args.num_generated} samples (--num_likelihood_images, --num_generated make it shorter)"
+        )
+        progress = EvaluationProgress(desc="evaluation")
+        metrics = evaluate(pipe, eval_images, num_classes, args, progress)
+        eval_seconds = progress.close()
         metrics.update(
             train_steps=global_step,
             train_seconds=round(train_seconds, 1),
-            eval_seconds=round(time.perf_counter() - eval_start, 1),
+            eval_seconds=round(eval_seconds, 1),
         )
         logger.info(f"metrics: {json.dumps(metrics)}")
         save_model_folder(args, pipe, metrics, sample_grid(pipe, num_classes, args, count=64), num_classes)
         if args.push_to_hub:
             push_output_folder(args, f"pixel diffusion trained for {global_step} steps")
+        headline = ("bits_per_dim", "oracle_validity", "oracle_coverage", "oracle_attribute_accuracy", "fid_domain")
+        print(run_summary(args.output_dir, metrics, headline, {"training": train_seconds, "evaluation": eval_seconds}))
     end_training(accelerator)
     return args.output_dir
 

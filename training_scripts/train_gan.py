@@ -26,47 +26,17 @@ import os
 import sys
 import time
 
-import torch
-from accelerate.logging import get_logger
-from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
+from script_args import add_keep_freed_memory_argument, add_mixed_precision_argument, answer_help_first, description
 
-from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline
-from hf_genzoo.hub import write_model_card
-from hf_genzoo.metrics import sample_quality_metrics
-from hf_genzoo.models.gan import DISCRIMINATOR_POOLINGS, GAN_LOSSES, GENERATOR_UPSAMPLINGS, discriminator_loss, generator_loss, r1_penalty
-from hf_genzoo.pipelines import save_gif
-from hf_genzoo.pipelines.pipeline_gan import REJECTION_SCORES
-from hf_genzoo.training_utils import (
-    add_keep_freed_memory_argument,
-    add_mixed_precision_argument,
-    training_command,
-    card_dataset_fields,
-    end_training,
-    TrainingDivergedError,
-    diverged_error,
-    micro_batches,
-    find_checkpoint,
-    load_split_tensors,
-    load_train_and_held_out,
-    micro_batch_generator,
-    plan_steps,
-    push_output_folder,
-    resume,
-    save_checkpoint,
-    save_validation_grid,
-    set_learning_rate,
-    setup_accelerator,
-    staged_model_folder,
-    tracker_config,
-)
-from hf_genzoo.utils import image_grid
-
-logger = get_logger(__name__, log_level="INFO")
+# the choices of the models' flags, named before the models are imported (tests/test_script_help.py checks them)
+GAN_LOSSES = ("minimax", "non_saturating", "hinge")  # hf_genzoo.models.gan
+GENERATOR_UPSAMPLINGS = ("transposed", "nearest")
+DISCRIMINATOR_POOLINGS = ("sum", "flatten")
+REJECTION_SCORES = ("jacobian", "discriminator", "jacobian+discriminator")  # GANPipeline's rejection
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     # data
     parser.add_argument("--dataset_name", default="shapes", help="'shapes', a Hub dataset id, an image folder or a parquet file/folder")
     parser.add_argument("--train_split", default="train")
@@ -136,7 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_keep_freed_memory_argument(parser)
     parser.add_argument("--logging_dir", default="logs")
     parser.add_argument("--save_discriminator", action="store_true", help="publish the discriminator in the pipeline too")
-    parser.add_argument("--num_generated", type=int, default=1000, help="samples judged by the shapes oracle / the FID")
+    parser.add_argument("--num_generated", type=int, default=1000, help="samples judged by the shapes oracle / the FID (a short run evaluates faster with e.g. 200)")
     parser.add_argument("--fid_classifier", default=None, help="a DomainClassifier folder (training_scripts/train_domain_classifier.py): FID and class histogram")
     parser.add_argument(
         "--eval_rejection",
@@ -150,6 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hub_model_id", default=None)
     parser.add_argument("--hub_token", default=None)
     args = parser.parse_args(argv)
+    # resuming keeps the checkpoint's learning rates unless given on the command
+    args.generator_learning_rate_given = flag_given("--generator_learning_rate", argv)
+    args.discriminator_learning_rate_given = flag_given("--discriminator_learning_rate", argv)
 
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/shapes-gan)")
@@ -163,6 +136,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.eval_rejection and "discriminator" in args.eval_rejection and not args.save_discriminator:
         parser.error(f"--eval_rejection {args.eval_rejection} scores with the discriminator: add --save_discriminator, so that the published pipeline holds it")
     return args
+
+
+answer_help_first(__name__, parse_args)
+# the heavy imports come after argument parsing, so that `--help` answers at once
+import torch  # noqa: E402
+from accelerate.logging import get_logger  # noqa: E402
+from diffusers.training_utils import EMAModel  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline  # noqa: E402
+from hf_genzoo.hub import write_model_card  # noqa: E402
+from hf_genzoo.metrics import sample_quality_metrics  # noqa: E402
+from hf_genzoo.metrics.evaluate import EvaluationProgress  # noqa: E402
+from hf_genzoo.models.gan import discriminator_loss, generator_loss, r1_penalty  # noqa: E402
+from hf_genzoo.pipelines import save_gif  # noqa: E402
+from hf_genzoo.training_utils import (  # noqa: E402
+    training_command,
+    card_dataset_fields,
+    end_training,
+    TrainingDivergedError,
+    diverged_error,
+    micro_batches,
+    find_checkpoint,
+    load_split_tensors,
+    load_train_and_held_out,
+    micro_batch_generator,
+    plan_steps,
+    push_output_folder,
+    flag_given,
+    resume,
+    resume_learning_rate,
+    run_summary,
+    save_checkpoint,
+    save_validation_grid,
+    setup_accelerator,
+    staged_model_folder,
+    tracker_config,
+)
+from hf_genzoo.utils import enlarged_grid  # noqa: E402
+
+logger = get_logger(__name__, log_level="INFO")
 
 
 # ---- models and data -----------------------------------------------------------------------------------------
@@ -290,11 +304,13 @@ def class_cycle(num_classes: int | None, count: int) -> list[int] | None:
 
 
 @torch.no_grad()
-def generate(pipe: GANPipeline, count: int, labels, seed: int, batch_size: int = 256, **sampling) -> torch.Tensor:
-    """`count` samples (N, C, H, W) in [-1, 1]; `sampling` goes to the pipeline (rejection, oversample)."""
+def generate(pipe: GANPipeline, count: int, labels, seed: int, batch_size: int = 256, progress=None, **sampling) -> torch.Tensor:
+    """`count` samples (N, C, H, W) in [-1, 1]; `sampling` goes to the pipeline (rejection, oversample); a bar over
+    the batches with an `EvaluationProgress`."""
     generator = torch.Generator().manual_seed(seed)
     out = []
-    for start in range(0, count, batch_size):
+    starts = range(0, count, batch_size)
+    for start in starts if progress is None else progress.batches(starts, desc="sampling batches"):
         n = min(batch_size, count - start)
         batch_labels = None if labels is None else labels[start : start + n]
         out.append(pipe(batch_size=n, generator=generator, class_labels=batch_labels, output_type="pt", **sampling).images.float().cpu() * 2 - 1)
@@ -308,7 +324,7 @@ def fixed_noise_grid(generator: DCGANGenerator, z: torch.Tensor, labels):
     generator.eval()
     images = generator(z.to(generator.device, generator.dtype), None if labels is None else torch.as_tensor(labels, device=generator.device))
     generator.train(was_training)
-    return image_grid(images.float().cpu(), nrow=8)
+    return enlarged_grid(images.float().cpu(), nrow=8)
 
 
 def interpolation_strip(pipe: GANPipeline, seed: int, num_classes: int | None, num_rows: int = 4, num_steps: int = 10):
@@ -323,7 +339,8 @@ def interpolation_strip(pipe: GANPipeline, seed: int, num_classes: int | None, n
         rows.append(frames.float() * 2 - 1)
         if first is None:
             first = pipe.postprocess(frames * 2 - 1, "pil")
-    return image_grid(torch.cat(rows), nrow=num_steps), first
+    names = [f"slerp {row + 1}" + ("" if num_classes is None else f", class {row % num_classes}") for row in range(num_rows)]
+    return enlarged_grid(torch.cat(rows), nrow=num_steps, row_labels=names), first
 
 
 # ---- main ----------------------------------------------------------------------------------------------------
@@ -363,9 +380,9 @@ def main(args: argparse.Namespace) -> str:
 
     # 3. resume
     global_step = resume(accelerator, args.output_dir, args.resume_from_checkpoint)
-    if global_step:  # the flags' learning rates, not the checkpoint's
-        set_learning_rate(opt_g, args.generator_learning_rate)
-        set_learning_rate(opt_d, args.discriminator_learning_rate)
+    if global_step:  # the checkpoint's learning rates, unless a flag was given on this command
+        resume_learning_rate(opt_g, args.generator_learning_rate, args.generator_learning_rate_given, flag="--generator_learning_rate", log=logger)
+        resume_learning_rate(opt_d, args.discriminator_learning_rate, args.discriminator_learning_rate_given, flag="--discriminator_learning_rate", log=logger)
     fixed = torch.Generator().manual_seed(args.seed + 7)
     fixed_z = torch.randn((32, args.latent_dim), generator=fixed)
     fixed_labels = class_cycle(num_classes, 32)
@@ -425,29 +442,35 @@ def main(args: argparse.Namespace) -> str:
         final_d = accelerator.unwrap_model(discriminator).to(memory_format=torch.contiguous_format).eval()
         pipe = GANPipeline(generator_model=final_g, discriminator=final_d if args.save_discriminator else None)
         pipe.set_progress_bar_config(disable=True)
-        eval_start = time.perf_counter()
+        progress = EvaluationProgress(desc="evaluation")
         labels = class_cycle(num_classes, args.num_generated)
         judge = {
             "shapes_resolution": args.resolution if args.dataset_name == "shapes" else None,
             "real_images": eval_images,
             "fid_classifier": args.fid_classifier,
         }
-        samples = generate(pipe, args.num_generated, labels, seed=args.seed + 1)
-        metrics = sample_quality_metrics(samples, labels, **judge)
+        with progress.stage(f"{args.num_generated} samples"):
+            samples = generate(pipe, args.num_generated, labels, seed=args.seed + 1, progress=progress)
+        with progress.stage("oracle / FID of the samples"):
+            metrics = sample_quality_metrics(samples, labels, **judge)
         if args.eval_rejection:
-            rejected = generate(pipe, args.num_generated, labels, seed=args.seed + 1, rejection=args.eval_rejection, oversample=args.eval_oversample)
-            metrics.update({f"rejection_{key}": value for key, value in sample_quality_metrics(rejected, labels, **judge).items()})
+            with progress.stage(f"{args.num_generated} samples by rejection ({args.eval_rejection})"):
+                rejected = generate(pipe, args.num_generated, labels, seed=args.seed + 1, progress=progress, rejection=args.eval_rejection, oversample=args.eval_oversample)
+            with progress.stage("oracle / FID of the rejection samples"):
+                metrics.update({f"rejection_{key}": value for key, value in sample_quality_metrics(rejected, labels, **judge).items()})
             metrics.update(rejection=args.eval_rejection, rejection_oversample=args.eval_oversample)
         metrics.update(
             generated=len(samples),
             train_steps=global_step,
             train_seconds=round(train_seconds, 1),
-            eval_seconds=round(time.perf_counter() - eval_start, 1),
+            eval_seconds=round(progress.close(), 1),
         )
         logger.info(f"metrics: {json.dumps(metrics)}")
         save_model_folder(args, pipe, metrics, num_classes)
         if args.push_to_hub:
             push_output_folder(args, f"DCGAN trained for {global_step} steps")
+        headline = ("oracle_validity", "oracle_coverage", "oracle_attribute_accuracy", "fid_domain", "rejection_oracle_validity", "rejection_fid_domain")
+        print(run_summary(args.output_dir, metrics, headline, {"training": train_seconds, "evaluation": metrics["eval_seconds"]}))
     end_training(accelerator)
     return args.output_dir
 
@@ -458,7 +481,7 @@ def save_model_folder(args, pipe: GANPipeline, metrics: dict, num_classes: int |
     with staged_model_folder(args.output_dir, metrics) as staging:
         pipe.save_pretrained(staging)
         labels = class_cycle(num_classes, 64)
-        image_grid(generate(pipe, 64, labels, seed=args.seed), nrow=8).save(os.path.join(staging, "samples.png"))
+        enlarged_grid(generate(pipe, 64, labels, seed=args.seed), nrow=8).save(os.path.join(staging, "samples.png"))
         strip, frames = interpolation_strip(pipe, args.seed, num_classes)
         strip.save(os.path.join(staging, "interpolation.png"))
         save_gif(frames, os.path.join(staging, "interpolation.gif"))

@@ -31,6 +31,8 @@ import os
 import sys
 import time
 
+from script_args import answer_help_first
+
 PRESETS = {
     # block widths, ResNet layers per level, attention heads, text-encoder width / layers / heads
     "tiny": dict(block_out_channels=(32, 64), layers_per_block=1, heads=4, text_hidden=64, text_layers=1, text_heads=2),
@@ -111,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--logging_dir", default="logs")
     parser.add_argument("--num_inference_steps", type=int, default=50, help="DDIM steps of the grids and the sample metrics")
     parser.add_argument("--guidance_scale", type=float, default=3.0, help="classifier-free guidance of the grids and the sample metrics")
-    parser.add_argument("--num_generated", type=int, default=1000, help="samples judged by the shapes oracle (one per held-out caption / class in turn)")
+    parser.add_argument("--num_generated", type=int, default=1000, help="samples judged by the shapes oracle (one per held-out caption / class in turn; a short run evaluates faster with e.g. 100)")
     parser.add_argument("--num_likelihood_images", type=int, default=256, help="held-out images of the latent bits/dim bound (0: skip)")
     parser.add_argument("--likelihood_timesteps", type=int, default=100, help="K sampled terms of the bound (an unbiased estimate)")
     parser.add_argument("--push_to_hub", action="store_true")
@@ -150,6 +152,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+answer_help_first(__name__, parse_args)
 # the heavy imports come after argument parsing, so that `--help` answers at once
 import torch  # noqa: E402
 from accelerate.logging import get_logger  # noqa: E402
@@ -437,11 +440,13 @@ def scenes_of(rows) -> list[list[dict]]:
 
 
 @torch.no_grad()
-def generate(pipe, count: int, args, seed: int, prompts=None, labels=None, batch_size: int = 250) -> torch.Tensor:
-    """`count` samples (B, C, H, W) in [-1, 1], one per prompt / label (or unconditional), in batches."""
+def generate(pipe, count: int, args, seed: int, prompts=None, labels=None, batch_size: int = 250, progress=None) -> torch.Tensor:
+    """`count` samples (B, C, H, W) in [-1, 1], one per prompt / label (or unconditional), in batches (a bar over
+    them with an `EvaluationProgress`)."""
     out = []
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    for start in range(0, count, batch_size):
+    starts = range(0, count, batch_size)
+    for start in starts if progress is None else progress.batches(starts, desc="sampling batches"):
         n = min(batch_size, count - start)
         kwargs = {"batch_size": n}
         if prompts is not None:
@@ -463,16 +468,17 @@ def validation_prompts(args, eval_rows) -> list[str]:
 
 def sample_grid(pipe, args, eval_rows, num_classes, count: int = 16):
     """A grid from a fixed seed: the validation prompts (text), every class in turn (class), or samples."""
-    from hf_genzoo.utils import image_grid
+    from hf_genzoo.utils import enlarged_grid
 
     pipe.set_progress_bar_config(disable=True)
-    if args.conditioning == "text":
+    if args.conditioning == "text":  # one row per prompt, the prompt beside it
         prompts = validation_prompts(args, eval_rows)
-        prompts = [p for p in prompts for _ in range(max(count // len(prompts), 1))][:count]
+        per_prompt = max(count // len(prompts), 1)
+        prompts = [p for p in prompts for _ in range(per_prompt)][:count]
         images = generate(pipe, len(prompts), args, args.seed, prompts=prompts)
-        return image_grid(images, nrow=max(count // len(validation_prompts(args, eval_rows)), 1))
+        return enlarged_grid(images, nrow=per_prompt, row_labels=prompts[::per_prompt])
     labels = None if num_classes is None else [i % num_classes for i in range(count)]
-    return image_grid(generate(pipe, count, args, args.seed, labels=labels), nrow=8)
+    return enlarged_grid(generate(pipe, count, args, args.seed, labels=labels), nrow=8)
 
 
 @torch.no_grad()
@@ -492,13 +498,16 @@ def validation_loss(denoiser, noise_scheduler, eval_cache, scaling_factor, args,
 
 
 @torch.no_grad()
-def evaluate(pipe, args, eval_cache, num_classes) -> dict:
+def evaluate(pipe, args, eval_cache, num_classes, progress=None) -> dict:
     """Latent bits/dim of held-out images and the oracle's reading of samples (one per held-out caption for text,
-    classes in turn for class-conditional, validity and coverage for unconditional)."""
+    classes in turn for class-conditional, validity and coverage for unconditional). `progress` (an
+    `EvaluationProgress`) shows the stages and batches as they run and logs each one's time."""
     from hf_genzoo.data.latent_cache import gather_rows
     from hf_genzoo.metrics import sample_quality_metrics
+    from hf_genzoo.metrics.evaluate import EvaluationProgress
     from hf_genzoo.metrics.text_to_image import caption_metrics
 
+    progress = progress or EvaluationProgress(enabled=False)
     metrics: dict = {}
     pipe.set_progress_bar_config(disable=True)
     shapes = args.dataset_name == "shapes"
@@ -508,21 +517,26 @@ def evaluate(pipe, args, eval_cache, num_classes) -> dict:
         generator = torch.Generator().manual_seed(args.seed)
         held_out = gather_rows(eval_cache, list(range(n)), ["latent_mean"] + ([args.caption_column_resolved] if args.conditioning == "text" else []))
         bits = []
-        for start in range(0, n, 128):
-            z_0 = held_out["latent_mean"][start : start + 128].to(pipe.device) * pipe.scaling_factor
-            captions = held_out[args.caption_column_resolved][start : start + 128] if args.conditioning == "text" else None
-            bits.append(latent_bound(pipe, z_0, args, generator, captions))
+        with progress.stage(f"latent bits/dim of {n} held-out images"):
+            for start in progress.batches(range(0, n, 128), desc="likelihood batches"):
+                z_0 = held_out["latent_mean"][start : start + 128].to(pipe.device) * pipe.scaling_factor
+                captions = held_out[args.caption_column_resolved][start : start + 128] if args.conditioning == "text" else None
+                bits.append(latent_bound(pipe, z_0, args, generator, captions))
         metrics["latent_bits_per_dim"] = float(torch.cat(bits).mean())
         metrics["likelihood_images"] = n
     count = min(args.num_generated, len(eval_cache))
     if args.conditioning == "text":
-        samples = generate(pipe, count, args, args.seed + 1, prompts=rows[args.caption_column_resolved][:count])
+        with progress.stage(f"{count} samples, one per held-out caption"):
+            samples = generate(pipe, count, args, args.seed + 1, prompts=rows[args.caption_column_resolved][:count], progress=progress)
         if shapes:
-            metrics.update(caption_metrics(samples, scenes_of(rows)[:count], args.resolution))
+            with progress.stage("oracle reading of the captions"):
+                metrics.update(caption_metrics(samples, scenes_of(rows)[:count], args.resolution))
     else:
         labels = None if num_classes is None else [i % num_classes for i in range(count)]
-        samples = generate(pipe, count, args, args.seed + 1, labels=labels)
-        metrics.update(sample_quality_metrics(samples, labels, shapes_resolution=args.resolution if shapes else None))
+        with progress.stage(f"{count} samples"):
+            samples = generate(pipe, count, args, args.seed + 1, labels=labels, progress=progress)
+        with progress.stage("oracle"):
+            metrics.update(sample_quality_metrics(samples, labels, shapes_resolution=args.resolution if shapes else None))
     metrics.update(generated=count, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale)
     return metrics
 
@@ -558,9 +572,9 @@ def main(args: argparse.Namespace) -> str:
         plan_steps,
         push_output_folder,
         resume,
+        resume_learning_rate,
         save_checkpoint,
         save_validation_grid,
-        set_learning_rate,
         setup_accelerator,
         tracker_config,
     )
@@ -652,11 +666,7 @@ def main(args: argparse.Namespace) -> str:
     # 4. resume: the checkpoint's learning-rate schedule, unless --learning_rate was given on this command
     global_step = resume(accelerator, args.output_dir, args.resume_from_checkpoint)
     if global_step:
-        if args.learning_rate_given:
-            set_learning_rate(optimizer, args.learning_rate, lr_scheduler)
-            logger.info(f"resumed with --learning_rate {args.learning_rate} (given on this command)")
-        else:
-            logger.info(f"resumed with the checkpoint's learning-rate schedule (lr {lr_scheduler.get_last_lr()[0]:.3g})")
+        resume_learning_rate(optimizer, args.learning_rate, args.learning_rate_given, lr_scheduler, log=logger)
 
     logger.info(
         f"{num_train} training latents of {latent_channels}×{latent_size}×{latent_size}, "
@@ -739,15 +749,19 @@ def main(args: argparse.Namespace) -> str:
             ema.copy_to(unwrapped.parameters())
         unwrapped.eval()
         pipe = with_scaling(sampling_pipeline(), first_stage, scaling_factor)
-        eval_start = time.perf_counter()
-        metrics = evaluate(pipe, args, eval_cache, num_classes)
+        from hf_genzoo.metrics.evaluate import EvaluationProgress
+        from hf_genzoo.training_utils import run_summary
+
+        progress = EvaluationProgress(desc="evaluation")
+        metrics = evaluate(pipe, args, eval_cache, num_classes, progress)
         metrics.update(
             scaling_factor=scaling_factor, train_steps=global_step, train_seconds=round(train_seconds, 1),
-            eval_seconds=round(time.perf_counter() - eval_start, 1),
+            eval_seconds=round(progress.close(), 1),
         )
         logger.info(f"metrics: {json.dumps(metrics)}")
         save_model_folder(args, pipe, metrics, sample_grid(pipe, args, eval_rows, num_classes, count=64), num_classes)
-        print(f"saved {args.output_dir}: {json.dumps({k: v for k, v in metrics.items() if isinstance(v, float)})}")
+        headline = ("latent_bits_per_dim", "oracle_validity", "oracle_coverage", "oracle_attribute_accuracy", "validity", "one_object_all_right", "two_object_all_right")
+        print(run_summary(args.output_dir, metrics, headline, {"training": train_seconds, "evaluation": metrics["eval_seconds"]}))
         if args.push_to_hub:
             push_output_folder(args, f"latent diffusion trained for {global_step} steps")
     end_training(accelerator)

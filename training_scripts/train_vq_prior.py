@@ -22,45 +22,11 @@ import os
 import sys
 import time
 
-import torch
-from accelerate.logging import get_logger
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
-
-from hf_genzoo import VQVAEModel, VQVAEPipeline
-from hf_genzoo.hub import load_model_component, write_model_card
-from hf_genzoo.metrics import sample_quality_metrics
-from hf_genzoo.models.code_prior import CodeLayout, build_code_prior, code_nll, codes_to_tokens, nats_to_bits_per_dim
-from hf_genzoo.training_utils import (
-    add_keep_freed_memory_argument,
-    add_mixed_precision_argument,
-    training_command,
-    card_dataset_fields,
-    end_training,
-    TrainingDivergedError,
-    diverged_error,
-    micro_batches,
-    find_checkpoint,
-    load_split_tensors,
-    load_train_and_held_out,
-    plan_steps,
-    push_output_folder,
-    resume,
-    save_checkpoint,
-    save_validation_grid,
-    set_learning_rate,
-    setup_accelerator,
-    staged_model_folder,
-    tracker_config,
-)
-from hf_genzoo.utils import image_grid
-
-logger = get_logger(__name__, log_level="INFO")
+from script_args import add_keep_freed_memory_argument, add_mixed_precision_argument, answer_help_first, description
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--vqvae", required=True, help="the trained first stage: a folder or Hub id (VQVAEModel, or a pipeline holding one)")
     # data
     parser.add_argument("--dataset_name", default="shapes", help="'shapes', a Hub dataset id, an image folder or a parquet file/folder")
@@ -105,12 +71,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the grids and the sample metrics")
     parser.add_argument("--top_k", type=int, default=None, help="top-k sampling of the grids and the sample metrics")
     parser.add_argument("--epsilon_cutoff", type=float, default=None, help="ε-sampling of the grids and the sample metrics (VQVAEPipeline)")
-    parser.add_argument("--num_generated", type=int, default=500, help="samples judged by the shapes oracle / the FID")
+    parser.add_argument("--num_generated", type=int, default=500, help="samples judged by the shapes oracle / the FID (a short run evaluates faster with e.g. 100)")
     parser.add_argument("--fid_classifier", default=None, help="a DomainClassifier folder: report FID on its features")
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", default=None)
     parser.add_argument("--hub_token", default=None)
     args = parser.parse_args(argv)
+    args.learning_rate_given = flag_given("--learning_rate", argv)  # resuming keeps the checkpoint's schedule unless given
 
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/shapes-vqvae-prior)")
@@ -124,6 +91,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.epsilon_cutoff is not None and not 0 < args.epsilon_cutoff < 1:
         parser.error(f"--epsilon_cutoff must be in (0, 1), got {args.epsilon_cutoff}")
     return args
+
+
+answer_help_first(__name__, parse_args)
+# the heavy imports come after argument parsing, so that `--help` answers at once
+import torch  # noqa: E402
+from accelerate.logging import get_logger  # noqa: E402
+from diffusers.optimization import get_scheduler  # noqa: E402
+from diffusers.training_utils import EMAModel  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from hf_genzoo import VQVAEModel, VQVAEPipeline  # noqa: E402
+from hf_genzoo.hub import load_model_component, write_model_card  # noqa: E402
+from hf_genzoo.metrics import sample_quality_metrics  # noqa: E402
+from hf_genzoo.metrics.evaluate import EvaluationProgress  # noqa: E402
+from hf_genzoo.models.code_prior import CodeLayout, build_code_prior, code_nll, codes_to_tokens, nats_to_bits_per_dim  # noqa: E402
+from hf_genzoo.training_utils import (  # noqa: E402
+    training_command,
+    card_dataset_fields,
+    end_training,
+    TrainingDivergedError,
+    diverged_error,
+    micro_batches,
+    find_checkpoint,
+    load_split_tensors,
+    load_train_and_held_out,
+    plan_steps,
+    push_output_folder,
+    flag_given,
+    resume,
+    resume_learning_rate,
+    run_summary,
+    save_checkpoint,
+    save_validation_grid,
+    setup_accelerator,
+    staged_model_folder,
+    tracker_config,
+)
+from hf_genzoo.utils import enlarged_grid  # noqa: E402
+
+logger = get_logger(__name__, log_level="INFO")
 
 
 # ---- the first stage and the code dataset --------------------------------------------------------------------
@@ -151,11 +158,12 @@ def sample_labels(num_classes: int | None, count: int) -> list[int] | None:
 
 
 @torch.no_grad()
-def generate(pipe: VQVAEPipeline, count: int, labels, args, seed: int, batch_size: int = 250) -> torch.Tensor:
-    """`count` samples (B, C, H, W) in [-1, 1]."""
+def generate(pipe: VQVAEPipeline, count: int, labels, args, seed: int, batch_size: int = 250, progress=None) -> torch.Tensor:
+    """`count` samples (B, C, H, W) in [-1, 1]; a bar over the batches with an `EvaluationProgress`."""
     generator = torch.Generator().manual_seed(seed)
     out = []
-    for start in range(0, count, batch_size):
+    starts = range(0, count, batch_size)
+    for start in starts if progress is None else progress.batches(starts, desc="sampling batches"):
         n = min(batch_size, count - start)
         labels_n = None if labels is None else labels[start : start + n]
         codes = pipe.sample_codes(n, generator, args.temperature, args.top_k, labels_n, args.epsilon_cutoff)
@@ -164,7 +172,7 @@ def generate(pipe: VQVAEPipeline, count: int, labels, args, seed: int, batch_siz
 
 
 def sample_grid(pipe: VQVAEPipeline, num_classes: int | None, args, count: int = 32):
-    return image_grid(generate(pipe, count, sample_labels(num_classes, count), args, seed=args.seed), nrow=8)
+    return enlarged_grid(generate(pipe, count, sample_labels(num_classes, count), args, seed=args.seed), nrow=8)
 
 
 @torch.no_grad()
@@ -230,7 +238,7 @@ def main(args: argparse.Namespace) -> str:
     # 3. resume
     global_step = resume(accelerator, args.output_dir, args.resume_from_checkpoint)
     if global_step:
-        set_learning_rate(optimizer, args.learning_rate, lr_scheduler)
+        resume_learning_rate(optimizer, args.learning_rate, args.learning_rate_given, lr_scheduler, log=logger)
 
     logger.info(
         f"{num_train} code grids of {grid[0]}×{grid[1]} (K = {vqvae.num_codes}){f' in {num_classes} classes' if num_classes else ''}, "
@@ -289,25 +297,28 @@ def main(args: argparse.Namespace) -> str:
             ema.copy_to(unwrapped.parameters())
         unwrapped.eval()
         pipe = VQVAEPipeline(vqvae=vqvae, prior=unwrapped)
-        eval_start = time.perf_counter()
-        metrics = code_metrics(unwrapped, eval_tokens, eval_images[0].numel())
+        progress = EvaluationProgress(desc="evaluation")
+        with progress.stage("held-out code NLL"):
+            metrics = code_metrics(unwrapped, eval_tokens, eval_images[0].numel())
         labels = sample_labels(num_classes, args.num_generated)
-        samples = generate(pipe, args.num_generated, labels, args, seed=args.seed + 1)
-        metrics.update(
-            sample_quality_metrics(
-                samples,
-                labels,
-                shapes_resolution=args.resolution if args.dataset_name == "shapes" else None,
-                real_images=eval_images,
-                fid_classifier=args.fid_classifier,
+        with progress.stage(f"{args.num_generated} samples"):
+            samples = generate(pipe, args.num_generated, labels, args, seed=args.seed + 1, progress=progress)
+        with progress.stage("oracle / FID of the samples"):
+            metrics.update(
+                sample_quality_metrics(
+                    samples,
+                    labels,
+                    shapes_resolution=args.resolution if args.dataset_name == "shapes" else None,
+                    real_images=eval_images,
+                    fid_classifier=args.fid_classifier,
+                )
             )
-        )
         metrics.update(
             generated=len(samples),
             temperature=args.temperature,
             train_steps=global_step,
             train_seconds=round(train_seconds, 1),
-            eval_seconds=round(time.perf_counter() - eval_start, 1),
+            eval_seconds=round(progress.close(), 1),
         )
         if args.top_k:
             metrics["top_k"] = args.top_k
@@ -317,6 +328,8 @@ def main(args: argparse.Namespace) -> str:
         save_model_folder(args, pipe, metrics, sample_grid(pipe, num_classes, args, count=64), num_classes)
         if args.push_to_hub:
             push_output_folder(args, f"VQ-VAE prior trained for {global_step} steps")
+        headline = ("prior_bits_per_dim", "oracle_validity", "oracle_coverage", "oracle_attribute_accuracy", "fid_domain")
+        print(run_summary(args.output_dir, metrics, headline, {"training": train_seconds, "evaluation": metrics["eval_seconds"]}))
     end_training(accelerator)
     return args.output_dir
 
