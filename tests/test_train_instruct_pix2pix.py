@@ -108,6 +108,9 @@ def test_widened_unet_at_step_0_is_the_text_to_image_unet(text_to_image):
 def test_cached_latents_are_encode_edit_pairs(tmp_path, text_to_image):
     """The cache holds E(c_I) (the mode) and the edited posterior; a step's latents equal encode_edit_pair's from
     the same generator state. With --random_flip both images of a pair are flipped together."""
+    from accelerate import PartialState
+
+    PartialState()  # the script logs through accelerate
     args = train.parse_args(tiny_args(text_to_image, tmp_path / "out", tmp_path / "cache", "--random_flip", "--resolution", "16"))
     vae = tiny_vae()
     raw = train.load_triplets(args, "train", 4)
@@ -171,6 +174,9 @@ def test_resume_continues_exactly(tmp_path, text_to_image):
 
 
 def test_a_dataset_without_the_columns_is_refused_with_its_columns(tmp_path, text_to_image):
+    from accelerate import PartialState
+
+    PartialState()
     folder = tmp_path / "edits"
     make_shapes_dataset(20, resolution=16, config="edits").save_to_disk(str(folder))  # 'instruction', not 'edit_prompt'
     args = train.parse_args(tiny_args(text_to_image, tmp_path / "out", tmp_path / "cache", "--dataset_name", str(folder)))

@@ -48,6 +48,8 @@ import os
 import sys
 import time
 
+from script_args import answer_help_first
+
 DEFAULT_LEARNING_RATE = 1e-4
 SHAPES_INSTRUCTION_COLUMN = "instruction"  # the shapes world's name for diffusers' `edit_prompt`
 DIFFUSERS_COLUMNS = ("input_image", "edit_prompt", "edited_image")
@@ -153,6 +155,7 @@ def check_dropout_probabilities(drop_text: float, drop_image: float, drop_both: 
         raise ValueError(f"the three dropout probabilities are exclusive events: their sum must be ≤ 1, got {drop_text + drop_image + drop_both:g}")
 
 
+answer_help_first(__name__, parse_args)
 # the heavy imports come after argument parsing, so that `--help` answers at once
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -381,7 +384,7 @@ def cached_triplets(args, raw, split: str, first_stage, first_stage_id: str, tex
     }
     if text_encoder is not None:
         description["text_encoder"] = module_fingerprint(text_encoder)
-        description["tokenizer"] = tokenizer.backend_tokenizer.to_str() if hasattr(tokenizer, "backend_tokenizer") else str(tokenizer.get_vocab())
+        description["tokenizer"] = sorted(tokenizer.get_vocab().items())  # not backend_tokenizer.to_str(): calling the tokenizer changes its padding state
     key = cache_key(first_stage_id, description)
     folder = os.path.join(args.cache_dir or latent_diffusion_script().default_cache_dir(), f"latents-{key}")
     dataset = read_cache(folder, key, len(raw))
@@ -677,10 +680,11 @@ def main(args: argparse.Namespace) -> str:
     def batches():
         from torch.utils.data import DataLoader
 
+        first = global_step * args.gradient_accumulation_steps  # the resumed step's first micro-batch (read once: the loop moves global_step)
         order = micro_batches(args, accelerator, num_train, batches_per_epoch, global_step)
         loader = DataLoader(CacheRows(train_cache, columns), batch_sampler=(i.tolist() for _, i in order), num_workers=args.dataloader_num_workers, collate_fn=lambda b: b)
         for offset, batch in enumerate(loader):
-            yield global_step * args.gradient_accumulation_steps + offset, batch
+            yield first + offset, batch
 
     # 5. the loop
     progress = tqdm(range(max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
