@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import resource
+import sys
 import time
 from typing import Callable
 
@@ -22,7 +23,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def load_training_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, "..", "training_scripts", f"{name}.py"))
+    folder = os.path.normpath(os.path.join(HERE, "..", "training_scripts"))
+    if folder not in sys.path:  # as when run: the scripts import their folder's script_args
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,7 +1,6 @@
 """Domain-classifier FID (torchmetrics with our features) against the Fréchet distance written out, the class
 histogram, and the classifier's training script."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,8 +8,8 @@ import pytest
 import torch
 
 from hf_genzoo.metrics import DomainClassifier, class_histogram, domain_fid
+from scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -55,9 +54,7 @@ def test_class_histogram_counts_the_argmax(classifier):
 
 
 def test_classifier_script_trains_reproducibly_and_saves_a_loadable_folder(tmp_path):
-    spec = importlib.util.spec_from_file_location("train_domain_classifier", ROOT / "training_scripts" / "train_domain_classifier.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("train_domain_classifier")
     outs = []
     for name in ("a", "b"):
         argv = ["--resolution", "16", "--max_train_samples", "256", "--num_epochs", "2", "--train_batch_size", "64",

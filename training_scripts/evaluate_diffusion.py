@@ -19,6 +19,8 @@ import json
 import os
 import time
 
+from script_args import description
+
 import torch
 
 import hf_genzoo  # noqa: F401  (binds our classes for diffusers' loader)
@@ -35,7 +37,7 @@ def load_training_script():
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("pipeline", help="a saved PixelDiffusionPipeline folder (its metrics.json is updated)")
     parser.add_argument("--dataset_name", default="shapes", help="the data it was trained on (for the oracle / real images)")
     parser.add_argument("--eval_split", default="test")

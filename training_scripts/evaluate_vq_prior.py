@@ -14,6 +14,8 @@ import itertools
 import json
 import os
 
+from script_args import description
+
 import torch
 
 import hf_genzoo  # noqa: F401  (binds our classes for diffusers' loader)
@@ -55,7 +57,7 @@ def with_first_stage(pipe: VQVAEPipeline, vqvae: VQVAEModel, name: str) -> VQVAE
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("pipeline", help="a saved VQVAEPipeline folder or Hub repo id")
     parser.add_argument(
         "--vqvae",

@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from script_args import description
+
 import torch
 
 import hf_genzoo  # noqa: F401  (binds our classes for diffusers' loader)
@@ -53,7 +55,7 @@ def judge(model: VAEModel, oracle, train_scenes: set, count: int, steps: int, se
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("model", help="a trained VAE: a saved AutoencoderPipeline or VAEModel folder, or a Hub id")
     parser.add_argument("--components", type=int, nargs="+", required=True, help="values of M to fit")
     parser.add_argument("--dataset_name", default="shapes", help="the data it was trained on")

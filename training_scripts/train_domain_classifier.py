@@ -16,34 +16,39 @@ import json
 import os
 import time
 
-import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
-
-from hf_genzoo.metrics import DomainClassifier
-from hf_genzoo.training_utils import epoch_permutation, load_split_tensors
+from script_args import answer_help_first, description
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset_name", default="shapes")
-    parser.add_argument("--label_column", default="label")
-    parser.add_argument("--image_column", default=None)
-    parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--num_channels", type=int, default=3, choices=(1, 3))
-    parser.add_argument("--max_train_samples", type=int, default=None)
-    parser.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128])
-    parser.add_argument("--feature_dim", type=int, default=128)
-    parser.add_argument("--num_epochs", type=int, default=3)
-    parser.add_argument("--train_batch_size", type=int, default=128)
-    parser.add_argument("--learning_rate", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output_dir", default="domain-classifier")
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser.add_argument("--dataset_name", default="shapes", help="'shapes', 'dsprites', a Hub dataset id, an image folder or a parquet file, with 'train' and 'test' splits")
+    parser.add_argument("--label_column", default="label", help="the column of class labels (integers from 0) the classifier learns")
+    parser.add_argument("--image_column", default=None, help="default: the first Image feature, else a column named image or img")
+    parser.add_argument("--resolution", type=int, default=32, help="images are resized and centre-cropped to this size; use the generators' resolution (28 for MNIST)")
+    parser.add_argument("--num_channels", type=int, default=3, choices=(1, 3), help="1: grayscale, 3: RGB; as the generators' images")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="train on this many images at most (default: the whole train split)")
+    parser.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128], help="channels of the convolutional levels, each halving the resolution")
+    parser.add_argument("--feature_dim", type=int, default=128, help="size of the penultimate features the FID is computed on")
+    parser.add_argument("--num_epochs", type=int, default=3, help="passes over the training images")
+    parser.add_argument("--train_batch_size", type=int, default=128, help="images per optimiser step")
+    parser.add_argument("--learning_rate", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule (AdamW)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the initialisation and the data order")
+    parser.add_argument("--output_dir", default="domain-classifier", help="where the DomainClassifier folder and metrics.json are written")
     args = parser.parse_args(argv)
     for name in ("num_epochs", "train_batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be ≥ 1, got {getattr(args, name)}")
     return args
+
+
+answer_help_first(__name__, parse_args)
+# the heavy imports come after argument parsing, so that `--help` answers at once
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from hf_genzoo.metrics import DomainClassifier  # noqa: E402
+from hf_genzoo.training_utils import epoch_permutation, load_split_tensors, run_summary  # noqa: E402
 
 
 def load_split(args, split: str, max_samples: int | None = None):
@@ -96,6 +101,7 @@ def main(args: argparse.Namespace) -> str:
     model.save_pretrained(args.output_dir)
     with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2, sort_keys=True)
+    print(run_summary(args.output_dir, metrics, ("test_accuracy",), {"training": metrics["train_seconds"]}))
     return args.output_dir
 
 
