@@ -360,6 +360,7 @@ $prior --vqvae "$out/mnist-vqvae-restart" --dataset_name "$data/mnist" --num_gen
 python benchmarks/bench_quantize.py --output "$out/bench_quantize.json"
 
 # 11. latent diffusion and prompt-to-prompt on the shapes world
+# 11a. the first measurements: first stage on an H200, text-to-image in fp32 on 2 AMD EPYC cores with AVX2 only
 # the KL-f4 first stage and a 55-second text-to-image run, on one NVIDIA H200 (the device tool; bf16)
 #   BETAS=0.001 VAE_STEPS=2500 CLASS=0 N_TRAIN=20000 TEXT_STEPS=1500 TRAIN_SECONDS=55 bash benchmarks/device_latent_diffusion.sh
 # (the KL weight chosen by the script's default, both weights at 4,000 steps: TEXT_STEPS=6000 bash benchmarks/device_latent_diffusion.sh;
@@ -376,6 +377,38 @@ python benchmarks/prompt_to_prompt_shapes.py "$out/shapes-ldm-text-cpu" --num_pa
 python benchmarks/bench_latent_sampling.py "$out/shapes-ldm-text-cpu" --batch_size 64 --rounds 3 \
     --output "$out/bench_latent_sampling.json"
 
+# 11b. the same on 2 AMD EPYC cores with AVX-512 BF16 (bf16 autocast is native there, so --mixed_precision auto takes
+# it): a narrower KL-f4 first stage (16-32-64, 402 s), the text-to-image run (6,000 steps in 1,834 s), then the editing
+# measurements of issues 27 and 28 on that folder ("$out/shapes-ldm-text-cpu" below is this run's)
+python training_scripts/train_autoencoder.py --model vae --latent_type spatial --latent_channels 4 \
+    --block_out_channels 16 32 64 --beta 0.001 --num_shapes 2 --train_batch_size 64 --max_train_steps 2500 \
+    --lr_warmup_steps 200 --iwae_samples 0 --mixed_precision auto --output_dir "$out/shapes-kl-f4-cpu"
+python benchmarks/first_stage_reconstructions.py "$out/shapes-kl-f4-cpu" --num_images 1000 \
+    --output "$out/shapes-kl-f4-cpu-reconstructions.json"
+python training_scripts/train_latent_diffusion.py --vae "$out/shapes-kl-f4-cpu" --conditioning text --unet_preset tiny \
+    --train_batch_size 64 --max_train_samples 20000 --max_eval_samples 1000 --num_generated 1000 --mixed_precision auto \
+    --validation_steps 1000 --checkpointing_steps 1000 --learning_rate 5e-4 --lr_warmup_steps 300 --max_train_steps 6000 \
+    --max_train_seconds 2000 --output_dir "$out/shapes-ldm-text-cpu"
+# InstructPix2Pix from it: on exact triplets, and on triplets made by prompt-to-prompt with it (same steps)
+python training_scripts/train_instruct_pix2pix.py --pretrained_model_name_or_path "$out/shapes-ldm-text-cpu" --dataset_name shapes \
+    --max_train_samples 10000 --learning_rate 5e-4 --max_train_steps 3000 --max_train_seconds 1500 \
+    --validation_steps 1000 --checkpointing_steps 1000 --num_eval_edits 500 --mixed_precision auto --output_dir "$out/shapes-ip2p-exact"
+python training_scripts/make_edit_dataset.py --source prompt_to_prompt --text_to_image "$out/shapes-ldm-text-cpu" \
+    --num_samples 2000 --num_seeds 4 --max_seconds 900 --output_dir "$out/shapes-edits-p2p"
+python training_scripts/train_instruct_pix2pix.py --pretrained_model_name_or_path "$out/shapes-ldm-text-cpu" \
+    --dataset_name "$out/shapes-edits-p2p" --learning_rate 5e-4 --max_train_steps 3000 --max_train_seconds 1500 \
+    --validation_steps 1000 --checkpointing_steps 1000 --num_eval_edits 500 --mixed_precision auto --output_dir "$out/shapes-ip2p-p2p"
+# prompt-to-prompt on it: word swaps, the figure, the cost, sampling speed against the stock pipeline, real images
+python benchmarks/prompt_to_prompt_shapes.py "$out/shapes-ldm-text-cpu" --num_pairs 150 --sdedit_strengths 0.5 0.8 \
+    --output "$out/shapes-ldm-text-cpu-bf16-prompt-to-prompt.json"
+python benchmarks/prompt_to_prompt_figure.py "$out/shapes-ldm-text-cpu" --output docs/results/shapes-ldm-text-cpu-p2p-examples.png
+python benchmarks/bench_prompt_to_prompt_cost.py "$out/shapes-ldm-text-cpu" --num_inference_steps 50 --rounds 5 \
+    --output "$out/bench_prompt_to_prompt_cost.json"
+python benchmarks/bench_latent_sampling.py "$out/shapes-ldm-text-cpu" --batch_size 64 --rounds 3 \
+    --output "$out/bench_latent_sampling-bf16.json"
+python benchmarks/prompt_to_prompt_real_images.py "$out/shapes-ldm-text-cpu" --num_images 20 --num_pairs 40 \
+    --output "$out/prompt_to_prompt_real_images.json"
+
 # 12. the browser demo (genzoo-demo) over the text-to-image folder of section 11 and its first stage, screenshots taken
 # in headless Chromium (Debian's chromium, Playwright); run from the folder that holds them, so the tabs show short names
 (cd "$out" && python "$OLDPWD/benchmarks/demo_screenshot.py" shapes-ldm-text-cpu kl-f4-beta0.001 \
@@ -383,3 +416,7 @@ python benchmarks/bench_latent_sampling.py "$out/shapes-ldm-text-cpu" --batch_si
 (cd "$out" && python "$OLDPWD/benchmarks/demo_screenshot.py" shapes-ldm-text-cpu --prompt "a large red circle at the top left" \
     --edited_prompt "a large blue circle at the top left" --guidance_scale 3 \
     --output "$OLDPWD/docs/results/demo-screenshot-p2p.png" --progress_output "$OLDPWD/docs/results/demo-screenshot-progress.png")
+
+# 13. a short first try as a new user makes it (issue 30, "what a run shows"): training against evaluation time of a
+# 60-step VAE run, before and after the evaluation's sizes scale with the run (the summary's last line gives both)
+python training_scripts/train_autoencoder.py --model vae --max_train_steps 60 --output_dir "$out/vae-60-steps"
