@@ -425,17 +425,27 @@ def find_checkpoint(output_dir: str, name: str) -> str | None:
 
 def save_checkpoint(accelerator: Accelerator, output_dir: str, global_step: int, total_limit: int) -> str:
     """`save_state` into a temporary folder renamed into place, so a kill never leaves a half checkpoint; then
-    keep only the newest `total_limit` checkpoints. Returns the folder."""
+    keep only the newest `total_limit` checkpoints. Returns the folder, once it is in place.
+
+    Every process calls it, as diffusers' examples call `save_state` under DeepSpeed: each rank writes its part
+    into the same temporary folder (its RNG states; under DeepSpeed or FSDP's sharded state dicts, its shard of
+    the model and optimiser), and the main process alone clears, renames and prunes, between barriers. With
+    several machines the output folder must be one shared file system, as for diffusers' examples."""
     final = os.path.join(output_dir, f"checkpoint-{global_step}")
     tmp = final + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()  # no rank writes into the temporary folder before it has been cleared
     accelerator.save_state(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    steps = checkpoint_steps(output_dir)
-    for step in steps[: max(0, len(steps) - total_limit)]:
-        shutil.rmtree(os.path.join(output_dir, f"checkpoint-{step}"), ignore_errors=True)
-    logger.info(f"saved {final}")
+    accelerator.wait_for_everyone()  # every rank's part is written before the rename
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        steps = checkpoint_steps(output_dir)
+        for step in steps[: max(0, len(steps) - total_limit)]:
+            shutil.rmtree(os.path.join(output_dir, f"checkpoint-{step}"), ignore_errors=True)
+        logger.info(f"saved {final}")
+    accelerator.wait_for_everyone()  # no rank goes on (or stops and resumes) before the checkpoint is in place
     return final
 
 

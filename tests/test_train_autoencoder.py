@@ -358,21 +358,37 @@ def test_push_to_hub_uploads_the_model_folder(hub, hub_cache, tmp_path):
     assert isinstance(pipe.model, VAEModel)
 
 
-def test_two_gloo_ranks_on_cpu(tmp_path):
-    """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2` runs two real data-parallel ranks."""
+def test_two_gloo_ranks_on_cpu_resume_exactly(tmp_path):
+    """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2` runs two real data-parallel ranks; a
+    two-rank run resumed from its step-2 checkpoint ends with the uninterrupted run's weights. Every rank takes part
+    in `save_state` (each rank's RNG states are in the checkpoint), as DeepSpeed and FSDP's sharded states need."""
     from accelerate.test_utils import execute_subprocess_async
 
-    out = tmp_path / "ddp"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517", str(SCRIPT),
-        *tiny_args(out, "--model", "vae", "--max_train_steps", "3", "--train_batch_size", "8"),
-    ]
-    result = execute_subprocess_async(cmd, env=env)
-    log = "\n".join(result.stdout + result.stderr)
-    assert "on 2 process(es)" in log
-    assert (out / "model_index.json").is_file()
+    def launch(out, *extra):
+        env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+        cmd = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517", str(SCRIPT),
+            *tiny_args(out, "--model", "vae", "--max_train_steps", "4", "--checkpointing_steps", "2", "--train_batch_size", "8",
+                       "--validation_steps", "100", "--num_generated", "0", "--iwae_samples", "0", "--latent_prior", "normal", *extra),
+        ]
+        result = execute_subprocess_async(cmd, env=env)
+        return "\n".join(result.stdout + result.stderr)
+
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert "on 2 process(es)" in launch(full)
+    assert (full / "model_index.json").is_file()
+    assert sorted(p.name for p in full.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]  # none left as .tmp
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (full / "checkpoint-2").iterdir()}
+
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")  # what a two-rank run killed at step 3 left
+    assert "resumed from" in launch(resumed, "--resume_from_checkpoint", "latest")
+    a = load_file(full / "model" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "model" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
 
 
 def test_report_to_tensorboard_logs_loss_terms_and_validation_grids(tmp_path):

@@ -447,10 +447,10 @@ def main(args: argparse.Namespace) -> str:
         accelerator.log(logs, step=global_step)
 
         if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
-            if accelerator.is_main_process:
-                last_good_checkpoint = save_checkpoint(
-                    accelerator, args.output_dir, global_step, args.checkpoints_total_limit
-                )
+            # on every rank: under DeepSpeed or FSDP each writes its own shard
+            last_good_checkpoint = save_checkpoint(
+                accelerator, args.output_dir, global_step, args.checkpoints_total_limit
+            )
         if accelerator.is_main_process and global_step % args.validation_steps == 0:
             if ema is not None:  # sample from the EMA weights, then put the training weights back
                 ema.store(unwrapped.parameters())

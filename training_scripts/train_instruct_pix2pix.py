@@ -718,8 +718,8 @@ def main(args: argparse.Namespace) -> str:
         accelerator.log(logs, step=global_step)
 
         if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
-            if accelerator.is_main_process:
-                last_good_checkpoint = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+            # on every rank: under DeepSpeed or FSDP each writes its own shard
+            last_good_checkpoint = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
         if accelerator.is_main_process and global_step % args.validation_steps == 0:
             if ema is not None:
                 ema.store(unwrapped.parameters())
@@ -738,7 +738,7 @@ def main(args: argparse.Namespace) -> str:
             over = torch.tensor(float(time.perf_counter() - start_time > args.max_train_seconds), device=accelerator.device)
             if accelerator.reduce(over, "max").item() > 0:
                 logger.info(f"--max_train_seconds {args.max_train_seconds} reached at step {global_step}")
-                if accelerator.is_main_process and global_step % args.checkpointing_steps:
+                if global_step % args.checkpointing_steps:  # on every rank, as above
                     last_good_checkpoint = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
                 break
     train_seconds = time.perf_counter() - start_time
