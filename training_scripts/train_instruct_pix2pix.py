@@ -515,9 +515,10 @@ def decode_images(raw, column: str, indices, resolution: int) -> torch.Tensor:
 
 
 def edit_grid(pipe, args, eval_cache, eval_raw):
-    """Rows of held-out pairs: input | exact edit | --num_validation_images edits at fixed seeds."""
+    """Rows of held-out pairs: input | exact edit | --num_validation_images edits at fixed seeds, enlarged to 128-pixel
+    tiles, each row labelled with its instruction."""
     from hf_genzoo.data.latent_cache import gather_rows
-    from hf_genzoo.utils import image_grid
+    from hf_genzoo.utils import enlarged_grid
 
     pipe.set_progress_bar_config(disable=True)
     n = min(args.num_validation_pairs, len(eval_cache))
@@ -527,7 +528,8 @@ def edit_grid(pipe, args, eval_cache, eval_raw):
     for k in range(args.num_validation_images):
         columns.append(generate_edits(pipe, rows[args.edit_prompt_column], rows["input_latent"], args, args.seed + 100 + k))
     images = torch.stack(columns, dim=1).flatten(0, 1)  # (n · (2 + k), 3, H, W), row-major
-    return image_grid(images, nrow=len(columns))
+    labels = [f"{instruction}  (input | target | {args.num_validation_images} edits)" for instruction in rows[args.edit_prompt_column]]
+    return enlarged_grid(images, nrow=len(columns), row_labels=labels)
 
 
 @torch.no_grad()
