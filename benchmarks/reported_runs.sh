@@ -396,8 +396,8 @@ python training_scripts/train_instruct_pix2pix.py --pretrained_model_name_or_pat
 python training_scripts/make_edit_dataset.py --source prompt_to_prompt --text_to_image "$out/shapes-ldm-text-cpu" \
     --num_samples 2000 --num_seeds 4 --max_seconds 900 --output_dir "$out/shapes-edits-p2p"
 python training_scripts/train_instruct_pix2pix.py --pretrained_model_name_or_path "$out/shapes-ldm-text-cpu" \
-    --dataset_name "$out/shapes-edits-p2p" --learning_rate 5e-4 --max_train_steps 3000 --max_train_seconds 1500 \
-    --validation_steps 1000 --checkpointing_steps 1000 --num_eval_edits 500 --mixed_precision auto --output_dir "$out/shapes-ip2p-p2p"
+    --dataset_name "$out/shapes-edits-p2p" --train_batch_size 32 --learning_rate 5e-4 --max_train_steps 3000 --max_train_seconds 1200 \
+    --validation_steps 1000 --checkpointing_steps 1000 --num_eval_edits 0 --mixed_precision auto --output_dir "$out/shapes-ip2p-p2p"
 # prompt-to-prompt on it: word swaps, the figure, the cost, sampling speed against the stock pipeline, real images
 python benchmarks/prompt_to_prompt_shapes.py "$out/shapes-ldm-text-cpu" --num_pairs 150 --sdedit_strengths 0.5 0.8 \
     --output "$out/shapes-ldm-text-cpu-bf16-prompt-to-prompt.json"
@@ -420,3 +420,20 @@ python benchmarks/prompt_to_prompt_real_images.py "$out/shapes-ldm-text-cpu" --n
 # 13. a short first try as a new user makes it (issue 30, "what a run shows"): training against evaluation time of a
 # 60-step VAE run, before and after the evaluation's sizes scale with the run (the summary's last line gives both)
 python training_scripts/train_autoencoder.py --model vae --max_train_steps 60 --output_dir "$out/vae-60-steps"
+
+# 14. InstructPix2Pix on the shapes world (issue 28), after section 11b's two editors (the one trained on the 48
+# prompt-to-prompt triplets with --train_batch_size 32, as 44 training rows are fewer than a batch of 64, and
+# --num_eval_edits 0): both editors and, needing no training, prompt-to-prompt on the same inputs (inverted with the
+# input caption, edited to the edited caption) on the same held-out edits (the training script's test split), judged
+# by the same oracle; the first editor's guidance grid and a row of examples per edit type; then the editors at other
+# guidance scales; then the baseline with null-text inversion (about 10x slower) on the first 100 edits
+python benchmarks/instruct_pix2pix_shapes.py --editors exact="$out/shapes-ip2p-exact" p2p="$out/shapes-ip2p-p2p" \
+    --text_to_image "$out/shapes-ldm-text-cpu" --num_edits 500 --num_baseline_edits 100 --baseline_inversion ddim \
+    --output "$out/ip2p-shapes.json" --grid_output docs/results/ip2p-guidance-grid.png --examples_output docs/results/ip2p-examples.png
+for g in "3 1.5" "3 2" "5 2"; do set -- $g
+    python benchmarks/instruct_pix2pix_shapes.py --editors exact="$out/shapes-ip2p-exact" p2p="$out/shapes-ip2p-p2p" \
+        --num_edits 500 --guidance_scale "$1" --image_guidance_scale "$2" --output "$out/ip2p-shapes-sT$1-sI$2.json"
+done
+python benchmarks/instruct_pix2pix_shapes.py --editors exact="$out/shapes-ip2p-exact" p2p="$out/shapes-ip2p-p2p" \
+    --text_to_image "$out/shapes-ldm-text-cpu" --num_edits 100 --baseline_inversion null_text \
+    --output "$out/ip2p-shapes-null-text.json" --examples_output "$out/ip2p-examples-null-text.png"
