@@ -417,10 +417,6 @@ python benchmarks/prompt_to_prompt_real_images.py "$out/shapes-ldm-text-cpu" --n
     --edited_prompt "a large blue circle at the top left" --guidance_scale 3 \
     --output "$OLDPWD/docs/results/demo-screenshot-p2p.png" --progress_output "$OLDPWD/docs/results/demo-screenshot-progress.png")
 
-# 13. a short first try as a new user makes it (issue 30, "what a run shows"): training against evaluation time of a
-# 60-step VAE run, before and after the evaluation's sizes scale with the run (the summary's last line gives both)
-python training_scripts/train_autoencoder.py --model vae --max_train_steps 60 --output_dir "$out/vae-60-steps"
-
 # 14. InstructPix2Pix on the shapes world (issue 28), after section 11b's two editors (the one trained on the 48
 # prompt-to-prompt triplets with --train_batch_size 32, as 44 training rows are fewer than a batch of 64, and
 # --num_eval_edits 0): both editors and, needing no training, prompt-to-prompt on the same inputs (inverted with the
