@@ -118,6 +118,7 @@ def score_all(kind: str, model, images, args) -> dict:
     from hf_genzoo import AutoencoderPipeline
 
     pipe = AutoencoderPipeline(model=model)
+    images = (images + 1) / 2  # the pipelines take images in [0, 1], diffusers' convention
     scores = {}
     for method, column in SCORES[kind]:
         options = {} if method == "reconstruction" else {"generator": torch.Generator().manual_seed(args.seed)}

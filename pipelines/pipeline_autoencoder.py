@@ -12,7 +12,7 @@ from hf_genzoo.metrics.likelihood import iwae_bound, vae_elbo
 from hf_genzoo.metrics.reconstruction import mse
 from hf_genzoo.models import AutoencoderModel, VAEModel, VQVAEModel
 
-from .pipeline_utils import GenZooPipeline, check_output_type, images_to_tensor
+from .pipeline_utils import GenZooImageProcessor, GenZooPipeline, check_output_type
 
 
 class AutoencoderPipeline(GenZooPipeline):
@@ -38,16 +38,21 @@ class AutoencoderPipeline(GenZooPipeline):
         if not isinstance(model, (AutoencoderModel, VAEModel, VQVAEModel)):
             raise ValueError(f"model must be an AutoencoderModel, a VAEModel or a VQVAEModel, got {type(model).__name__}")
         self.register_modules(model=model)
+        self.image_processor = GenZooImageProcessor(num_channels=model.config.in_channels)
 
     # ---- building blocks -------------------------------------------------------------------------
 
     def _to_tensor(self, images) -> torch.Tensor:
-        return images_to_tensor(images, self.model.config.in_channels, device=self.device, dtype=self.model.dtype)
+        """Images in diffusers' convention (`GenZooImageProcessor`) → (B, C, H, W) in [-1, 1], the model's dtype."""
+        return self.preprocess(images).to(self.model.dtype)
 
     @torch.no_grad()
     def encode(self, images, sample_posterior: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images (PIL, numpy or tensors in [-1, 1]) → latents: z(x), or the VAE posterior's mean
-        (a posterior sample with `sample_posterior=True`)."""
+        """Images → latents: z(x), or the VAE posterior's mean (a posterior sample with `sample_posterior=True`).
+
+        Images as diffusers' pipelines take them (`GenZooImageProcessor`): PIL, numpy (H, W, C) / (N, H, W, C) or
+        tensors (N, C, H, W) in [0, 1], so `pipe(output_type=...)` output reads back as it is; a tensor with negative
+        values is taken as [-1, 1], with diffusers' warning."""
         x = self._to_tensor(images)
         output = self.model.encode(x)
         if isinstance(self.model, VAEModel):
@@ -65,7 +70,7 @@ class AutoencoderPipeline(GenZooPipeline):
 
     @torch.no_grad()
     def reconstruct(self, images, output_type: str = "pil", return_dict: bool = True):
-        """decode(encode(x)), no corruption and no posterior sampling."""
+        """decode(encode(x)), no corruption and no posterior sampling; images as `encode` takes them."""
         return self.decode(self.encode(images), output_type=output_type, return_dict=return_dict)
 
     @torch.no_grad()
@@ -80,7 +85,7 @@ class AutoencoderPipeline(GenZooPipeline):
     ):
         """Frames decoded along the path from z(a) to z(b), both ends included.
 
-        `a` and `b` are images (encoded first) or latent tensors of the model's latent shape. `"linear"`
+        `a` and `b` are images (encoded first, as `encode` takes them) or latent tensors of the model's latent shape. `"linear"`
         is (1 − t) z_a + t z_b; `"slerp"` interpolates along the great circle around the prior's centre
         (0 for the VAE, the fitted latent mean for an autoencoder), as suits Gaussian latents.
         """
@@ -121,8 +126,8 @@ class AutoencoderPipeline(GenZooPipeline):
         A score per image, higher = less like the training data (more anomalous).
 
         Args:
-            images: PIL image(s), numpy (H, W, C) / (B, H, W, C) in [0, 1] or uint8, or tensors (B, C, H, W) in
-                [-1, 1], as `encode` takes them.
+            images: PIL image(s), numpy (H, W, C) / (B, H, W, C) or tensors (B, C, H, W) in [0, 1], as `encode`
+                takes them (diffusers' convention; a tensor with negative values is taken as [-1, 1], with a warning).
             method (`"reconstruction" | "elbo" | "iwae"`, defaults to `"reconstruction"`):
                 - `"reconstruction"`: the mean squared error of `reconstruct(x)` (clamped to [-1, 1]) per image, in
                   [-1, 1] pixel units (any model: no corruption, the posterior mean for a VAE);

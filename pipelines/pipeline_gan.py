@@ -10,7 +10,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from hf_genzoo.models.gan import DCGANDiscriminator, DCGANGenerator, check_class_labels
 
 from .pipeline_autoencoder import lerp, slerp
-from .pipeline_utils import GenZooPipeline, check_output_type
+from .pipeline_utils import GenZooImageProcessor, GenZooPipeline, check_output_type
 
 REJECTION_SCORES = ("jacobian", "discriminator", "jacobian+discriminator")
 
@@ -74,6 +74,7 @@ class GANPipeline(GenZooPipeline):
     def __init__(self, generator_model: DCGANGenerator, discriminator: DCGANDiscriminator | None = None):
         super().__init__()
         self.register_modules(generator_model=generator_model, discriminator=discriminator)
+        self.image_processor = GenZooImageProcessor(num_channels=generator_model.config.out_channels)
 
     @property
     def latent_dim(self) -> int:

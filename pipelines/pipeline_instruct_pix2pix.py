@@ -32,7 +32,6 @@ import PIL.ImageDraw
 import PIL.ImageFont
 import torch
 from diffusers import UNet2DConditionModel
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging
@@ -41,7 +40,7 @@ from hf_genzoo.models.instruct_pix2pix import check_kl_first_stage, image_condit
 
 from .pipeline_latent_diffusion import LatentDiffusionPipeline, check_first_stage
 from .pipeline_pixel_diffusion import PixelDiffusionPipeline
-from .pipeline_utils import check_output_type
+from .pipeline_utils import GenZooImageProcessor, check_output_type
 
 logger = logging.get_logger(__name__)
 
@@ -88,9 +87,7 @@ class InstructPix2PixPipeline(LatentDiffusionPipeline):
         check_image_channels(unet, vae.config.latent_channels)
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(
-            vae_scale_factor=self.vae_scale_factor, do_resize=False, do_convert_grayscale=vae.config.get("in_channels", 3) == 1
-        )
+        self.image_processor = GenZooImageProcessor(num_channels=vae.config.get("in_channels", 3), vae_scale_factor=self.vae_scale_factor)
 
     @property
     def first_stage(self):

@@ -27,11 +27,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import numpy as np
-import PIL.Image
 import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging
@@ -40,7 +37,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from hf_genzoo.schedulers import GenZooDDPMScheduler, ddim_invert, ddim_sample
 
 from .pipeline_pixel_diffusion import PixelDiffusionPipeline
-from .pipeline_utils import check_output_type
+from .pipeline_utils import GenZooImageProcessor, check_output_type
 
 logger = logging.get_logger(__name__)
 
@@ -132,8 +129,8 @@ class LatentDiffusionPipeline(PixelDiffusionPipeline):
             vae=vae, unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vqvae=vqvae
         )
         self.vae_scale_factor = 2 ** (len(first_stage.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(
-            vae_scale_factor=self.vae_scale_factor, do_resize=False, do_convert_grayscale=first_stage.config.get("in_channels", 3) == 1
+        self.image_processor = GenZooImageProcessor(
+            num_channels=first_stage.config.get("in_channels", 3), vae_scale_factor=self.vae_scale_factor
         )
 
     # ---- building blocks -------------------------------------------------------------------------
@@ -162,9 +159,6 @@ class LatentDiffusionPipeline(PixelDiffusionPipeline):
             "first_stage_class": type(self.first_stage).__name__,
             "model_class": type(self.unet).__name__,
         }
-
-    def _image_processor(self) -> VaeImageProcessor:
-        return self.image_processor
 
     def encode_prompt(
         self,
@@ -267,14 +261,9 @@ class LatentDiffusionPipeline(PixelDiffusionPipeline):
         return latents * self.scheduler.init_noise_sigma
 
     def preprocess(self, images) -> torch.Tensor:
-        """PIL images, numpy arrays or tensors in [0, 1] (diffusers' `VaeImageProcessor` rules; [-1, 1] tensors are
-        taken with its warning) → (B, C, H, W) in [-1, 1] on the execution device, checked against the first stage's
-        downsampling factor."""
-        if isinstance(images, PIL.Image.Image) or (isinstance(images, list) and images and isinstance(images[0], PIL.Image.Image)):
-            mode = "L" if self.first_stage.config.get("in_channels", 3) == 1 else "RGB"
-            images = [image.convert(mode) for image in ([images] if isinstance(images, PIL.Image.Image) else images)]
-        if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[-1] not in (1, 3):
-            images = images[..., None]  # (B, H, W) grayscale → (B, H, W, 1)
+        """PIL images, numpy arrays or tensors in [0, 1] (diffusers' `VaeImageProcessor` rules, `GenZooImageProcessor`;
+        a tensor with negative values is taken as [-1, 1], with its warning) → (B, C, H, W) in [-1, 1] on the execution
+        device, checked against the first stage's downsampling factor."""
         x = self.image_processor.preprocess(images)  # (B, C, H, W) in [-1, 1]
         self.check_size(*x.shape[-2:])
         return x.to(device=self._execution_device, dtype=self.first_stage.dtype)

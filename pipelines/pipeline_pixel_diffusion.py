@@ -25,7 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from hf_genzoo.schedulers import GenZooDDPMScheduler, ddim_invert, ddim_sample
 from hf_genzoo.schedulers.schedules import check_num_inference_steps
 
-from .pipeline_utils import GenZooPipeline, check_output_type, images_to_tensor
+from .pipeline_utils import GenZooImageProcessor, GenZooPipeline, check_output_type
 
 
 class PixelDiffusionPipeline(GenZooPipeline):
@@ -46,6 +46,7 @@ class PixelDiffusionPipeline(GenZooPipeline):
     def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+        self.image_processor = GenZooImageProcessor(num_channels=unet.config.in_channels)
 
     # ---- building blocks -------------------------------------------------------------------------
 
@@ -107,10 +108,8 @@ class PixelDiffusionPipeline(GenZooPipeline):
         return fn
 
     def _to_tensor(self, images) -> torch.Tensor:
-        x = images_to_tensor(images, self.unet.config.in_channels, device=self._execution_device, dtype=self.unet.dtype)
-        if x.min() < -1 or x.max() > 1:
-            raise ValueError(f"images must lie in [-1, 1], got values in [{x.min().item():.4g}, {x.max().item():.4g}]")
-        return x
+        """Images in diffusers' convention (`GenZooImageProcessor`) → x_0 (B, C, H, W) in [-1, 1], the UNet's dtype."""
+        return self.preprocess(images).to(self.unet.dtype)
 
     def prepare_extra_step_kwargs(self, generator, eta: float) -> dict:
         """`eta` and `generator` for `scheduler.step`, each only if its signature takes it (as diffusers does)."""
@@ -242,7 +241,9 @@ class PixelDiffusionPipeline(GenZooPipeline):
         β schedule, prediction type and variance type, whichever scheduler the pipeline holds).
 
         Args:
-            images: tensors (B, C, H, W) in [-1, 1] on the 256-level grid, or PIL images / numpy arrays in [0, 1].
+            images: PIL images, numpy arrays (H, W, C) / (B, H, W, C) or tensors (B, C, H, W) in [0, 1] (diffusers'
+                convention, so `pipe(output_type=...)` output reads back as it is), on the 256-level grid for a
+                bound of the data; a tensor with negative values is taken as [-1, 1], with diffusers' warning.
             num_sampled_timesteps: None for all T terms (exact); K for an unbiased estimate from K sampled steps.
             generator: for the noise of each x_t (and the sampled steps).
             class_labels: for a class-conditional UNet, the bound of p_θ(x_0 | c); None: of the ∅ model.
@@ -270,7 +271,7 @@ class PixelDiffusionPipeline(GenZooPipeline):
         """x_T from images by deterministic DDIM inversion (Song et al. 2021, §4.3), (B, C, H, W).
 
         Uses `_inversion_config` (the pipeline's schedule without clipping). Deterministic: the same images give the
-        same x_T. `class_labels` condition the UNet (no guidance).
+        same x_T. Images as `likelihood` takes them; `class_labels` condition the UNet (no guidance).
         """
         self.check_num_inference_steps(num_inference_steps)
         x_0 = self._to_tensor(images)
@@ -288,7 +289,7 @@ class PixelDiffusionPipeline(GenZooPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """`invert`, then DDIM-sample back with η = 0 and the same S steps.
+        """`invert`, then DDIM-sample back with η = 0 and the same S steps; images as `likelihood` takes them.
 
         Plain DDIM inversion evaluates ε_θ at the less noisy end of each step, so the reconstruction error is first
         order in the step size (∝ 1/S, and to how fast ε_θ changes with x_t): more steps, smaller error.

@@ -10,7 +10,7 @@ from transformers import GPT2LMHeadModel
 from hf_genzoo.models.code_prior import check_code_prior, code_nll, codes_to_tokens, nats_to_bits_per_dim, start_tokens
 from hf_genzoo.models.vqvae import VQVAEModel
 
-from .pipeline_utils import GenZooPipeline, check_output_type, images_to_tensor
+from .pipeline_utils import GenZooImageProcessor, GenZooPipeline, check_output_type
 
 
 class VQVAEPipeline(GenZooPipeline):
@@ -33,6 +33,7 @@ class VQVAEPipeline(GenZooPipeline):
         h, w = vqvae.latent_shape[1:]
         self.layout = check_code_prior(prior, vqvae.num_codes, (h, w))
         self.register_modules(vqvae=vqvae, prior=prior)
+        self.image_processor = GenZooImageProcessor(num_channels=vqvae.config.in_channels)
 
     @property
     def num_classes(self) -> int | None:
@@ -119,8 +120,10 @@ class VQVAEPipeline(GenZooPipeline):
 
     @torch.no_grad()
     def encode(self, images) -> torch.Tensor:
-        """Images (PIL, numpy in [0, 1], or tensors in [-1, 1]) → codes (B, h, w)."""
-        x = images_to_tensor(images, self.vqvae.config.in_channels, self.vqvae.device, self.vqvae.dtype)
+        """Images → codes (B, h, w). Images as diffusers' pipelines take them (`GenZooImageProcessor`): PIL, numpy
+        or tensors in [0, 1], so `pipe(output_type=...)` output reads back as it is; a tensor with negative values is
+        taken as [-1, 1], with diffusers' warning."""
+        x = self.preprocess(images).to(device=self.vqvae.device, dtype=self.vqvae.dtype)
         return self.vqvae.encode_indices(x)
 
     @torch.no_grad()
@@ -131,14 +134,14 @@ class VQVAEPipeline(GenZooPipeline):
 
     @torch.no_grad()
     def reconstruct(self, images, output_type: str = "pil"):
-        """Encode to codes and decode back."""
+        """Encode to codes and decode back; images as `encode` takes them."""
         return self.decode(self.encode(images), output_type)
 
     @torch.no_grad()
     def code_likelihood(self, images, class_labels=None) -> dict[str, torch.Tensor]:
         """The prior's −ln p(codes(x)) per image: `nats_per_code` (B,) and `bits_per_dim` (B,), the code sequence's
-        negative log-likelihood in bits per image dimension (C·H·W)."""
-        x = images_to_tensor(images, self.vqvae.config.in_channels, self.vqvae.device, self.vqvae.dtype)
+        negative log-likelihood in bits per image dimension (C·H·W). Images as `encode` takes them."""
+        x = self.preprocess(images).to(device=self.vqvae.device, dtype=self.vqvae.dtype)
         codes = self.vqvae.encode_indices(x)
         nats = code_nll(self.prior, codes_to_tokens(codes.to(self.prior.device), self.layout, class_labels))
         return {"nats_per_code": nats / codes[0].numel(), "bits_per_dim": nats_to_bits_per_dim(nats, x[0].numel())}
