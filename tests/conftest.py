@@ -55,6 +55,7 @@ os.environ.update(
     DISABLE_TELEMETRY="1",  # diffusers / transformers legacy name
     HF_HUB_DISABLE_PROGRESS_BARS="1",
     HF_HUB_DISABLE_SYMLINKS_WARNING="1",
+    HF_GENZOO_CACHE=str(_HF_HOME / "hf_genzoo"),  # the training scripts' preprocessed images and latents
 )
 for _var in (
     "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",  # either one puts huggingface_hub offline

@@ -68,6 +68,9 @@ def test_vae_run_writes_a_loadable_model_folder(tmp_path):
     for key in ("mse", "psnr", "elbo_nats", "iwae_nats", "elbo_bpd", "iwae_bpd", "mig", "oracle_validity", "oracle_coverage"):
         assert isinstance(metrics[key], float), key
     assert metrics["iwae_nats"] >= metrics["elbo_nats"] - 1.0  # the IWAE bound is the tighter one (up to noise)
+    # the Bernoulli bounds are labelled as such; beside them the bounds on the 8-bit images (σ fitted on training images)
+    assert metrics["likelihood"] == "bernoulli" and isinstance(metrics["decoder_log_scale_8bit"], float)
+    assert 0 < metrics["iwae_bpd_8bit"] <= metrics["elbo_bpd_8bit"] + 0.05
     assert metrics["train_steps"] == 6
     # samples come from the latent mixture fitted after training; N(0, I) is judged beside it
     assert metrics["latent_prior_components"] == 100 and math.isfinite(metrics["latent_prior_log_likelihood"])
@@ -78,6 +81,8 @@ def test_vae_run_writes_a_loadable_model_folder(tmp_path):
 
     card = (out / "README.md").read_text()
     assert "library_name: hf_genzoo" in card and "model-index" in card and "import hf_genzoo" in card
+    words = " ".join(card.split())
+    assert "`bernoulli`: bounds under the Bernoulli model" in words and "compare with a diffusion model's" in words
     assert "samples.png" in card and "train_autoencoder.py" in card
 
     pipe = AutoencoderPipeline.from_pretrained(out)

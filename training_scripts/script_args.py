@@ -54,3 +54,43 @@ def add_mixed_precision_argument(parser: argparse.ArgumentParser) -> None:
         "device runs it natively (a CUDA GPU with bf16, a CPU with AVX-512 or AMX), else no (fp32). On a CPU "
         "without native bf16 (AVX2 only) bf16 runs several times slower than fp32",
     )
+
+
+def add_augmentation_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--center_crop` / `--no-center_crop` and `--random_flip`: drawn per image and epoch on the training split only."""
+    parser.add_argument(
+        "--center_crop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="centre-crop the resized images; --no-center_crop: a crop drawn anew for each training image in each epoch "
+        "(the held-out images are centre-cropped)",
+    )
+    parser.add_argument(
+        "--random_flip",
+        action="store_true",
+        help="flip half the training images left-right, drawn anew for each image in each epoch from (seed, epoch, "
+        "image), so a resumed run flips as the uninterrupted one (never the held-out images)",
+    )
+
+
+def add_image_loading_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the images preprocessed once are kept, and the DataLoader's workers (`hf_genzoo.data.image_cache`)."""
+    parser.add_argument(
+        "--cache_dir",
+        default=None,
+        help="where the images preprocessed once are kept, as uint8 Arrow files read memory-mapped, so that memory does "
+        "not grow with the dataset (default: $HF_GENZOO_CACHE, else ~/.cache/hf_genzoo/pixels)",
+    )
+    parser.add_argument(
+        "--dataloader_num_workers",
+        type=_non_negative_int,
+        default=0,
+        help="worker processes reading the training batches (0: the main process)",
+    )
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+    return value

@@ -22,7 +22,14 @@ import os
 import sys
 import time
 
-from script_args import add_keep_freed_memory_argument, add_mixed_precision_argument, answer_help_first, description
+from script_args import (
+    add_augmentation_arguments,
+    add_image_loading_arguments,
+    add_keep_freed_memory_argument,
+    add_mixed_precision_argument,
+    answer_help_first,
+    description,
+)
 
 MODEL_NAMES = ("ae", "denoising_ae", "sparse_ae", "masked_ae", "vae", "vqvae")  # the keys of MODEL_VARIANTS below
 
@@ -60,6 +67,7 @@ ARCHITECTURE_FLAGS = (
 )
 # training latents the GLO Gaussian / the VAE's latent mixture are fitted to, at most
 MAX_FIT_LATENTS = 10_000
+MAX_SCALE_FIT_IMAGES = 1_000  # one scalar, ln σ of the 8-bit decoder: a thousand images fix it to ~1e-3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,11 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image_column", default=None)
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--num_channels", type=int, default=3, choices=(1, 3))
-    parser.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--random_flip", action="store_true")
+    add_augmentation_arguments(parser)
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=1000)
     parser.add_argument("--num_shapes", type=int, default=1, choices=(1, 2), help="shapes per scene in the shapes world")
+    add_image_loading_arguments(parser)
     # model
     parser.add_argument(
         "--pretrained_model_name_or_path",
@@ -96,8 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latent_channels", type=int, default=16, help="for vqvae also D, the size of one code, unless --vq_embed_dim")
     parser.add_argument("--latent_type", choices=("spatial", "vector"), default=None, help="default: spatial for vqvae (its only choice), vector otherwise")
     parser.add_argument("--beta", type=float, default=1.0, help="KL weight (β-VAE when > 1)")
-    parser.add_argument("--likelihood", choices=("gaussian", "bernoulli"), default="bernoulli", help="p(x|z); bernoulli suits the binary-valued shapes world and MNIST, gaussian natural images")
-    parser.add_argument("--gaussian_variance", type=float, default=0.01, help="c in N(x̂, cI)")
+    parser.add_argument("--likelihood", choices=("gaussian", "bernoulli", "discretized_gaussian"), default="bernoulli", help="p(x|z); bernoulli suits the binary-valued shapes world and MNIST, gaussian natural images; discretized_gaussian is a probability of the 8-bit images (256 bins, one learned scale), whose bits/dim compare with a diffusion model's")
+    parser.add_argument("--gaussian_variance", type=float, default=0.01, help="c in N(x̂, cI); the initial σ² of discretized_gaussian")
     parser.add_argument("--latent_prior", choices=("mixture", "normal"), default=None, help="vae: sample from a Gaussian mixture fitted to the training latents after training (ex-post density estimation; the default for vector latents), or from N(0, I) (the default for spatial latents)")
     parser.add_argument("--latent_prior_components", type=int, default=100, help="M, the components of --latent_prior mixture")
     parser.add_argument("--markov_chain_steps", type=int, default=20, help="vae on the shapes world: also judge the samples after this many decode/re-encode steps (VAEModel.markov_chain; 0: skip)")
@@ -235,10 +243,10 @@ from diffusers.training_utils import EMAModel  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel, VQVAEModel  # noqa: E402
-from hf_genzoo.data import load_image_dataset  # noqa: E402
+from hf_genzoo.data.image_cache import ImageSplit, load_image_split, training_batches  # noqa: E402
 from hf_genzoo.hub import load_model_component, write_model_card  # noqa: E402
-from hf_genzoo.metrics import encode_means, evaluate_autoencoder, evaluate_vqvae  # noqa: E402
-from hf_genzoo.metrics.evaluate import EvaluationProgress  # noqa: E402
+from hf_genzoo.metrics import encode_means, evaluate_autoencoder, evaluate_vqvae, fit_decoder_log_scale  # noqa: E402
+from hf_genzoo.metrics.evaluate import EvaluationProgress, on_8bit_grid  # noqa: E402
 from hf_genzoo.training_utils import (  # noqa: E402
     training_command,
     card_dataset_fields,
@@ -348,24 +356,16 @@ def set_train_mode(model, frozen: list[str]) -> None:
         getattr(model, name).eval()
 
 
-def load_split(args, split: str, max_samples: int | None):
-    """The split preprocessed once: (pixel_values (N, C, H, W) in [-1, 1], factors (N, K) or None)."""
-    dataset = load_image_dataset(
-        args.dataset_name,
-        split=split,
-        resolution=args.resolution,
-        num_channels=args.num_channels,
-        center_crop=args.center_crop,
-        random_flip=args.random_flip,
-        image_column=args.image_column,
-        max_samples=max_samples,
-        seed=args.seed,
-        **({"num_shapes": args.num_shapes} if args.dataset_name == "shapes" else {}),
-    )
-    factor_names = {"shapes": SHAPES_FACTORS, "dsprites": DSPRITES_FACTORS}.get(args.dataset_name, ())
-    columns = dataset.select_columns(["pixel_values", *factor_names])[:]  # one read into tensors
-    factors = torch.stack([columns[name] for name in factor_names], dim=1) if factor_names else None
-    return columns["pixel_values"], factors
+def load_split(args, split: str, max_samples: int | None) -> ImageSplit:
+    """The split preprocessed once into a memory-mapped uint8 cache (`hf_genzoo.data.image_cache`): indexing it reads
+    those images only, as float (N, C, H, W) in [-1, 1]."""
+    return load_image_split(args, split, max_samples)
+
+
+def ground_truth_factors(images: ImageSplit, dataset_name: str) -> torch.Tensor | None:
+    """The generating factors (N, K) of the shapes world or dSprites, for the disentanglement metric; else None."""
+    names = {"shapes": SHAPES_FACTORS, "dsprites": DSPRITES_FACTORS}.get(dataset_name, ())
+    return torch.stack([torch.tensor(images.column(name)) for name in names], dim=1) if names else None
 
 
 def gumbel_temperature(step: int, max_train_steps: int, start: float, end: float) -> float:
@@ -436,10 +436,13 @@ def training_step(accelerator, model, optimizer, lr_scheduler, x, generator, max
 def main(args: argparse.Namespace) -> str:
     accelerator = setup_accelerator(args, logger)
 
-    # 1. data, preprocessed once into tensors (resize/crop/normalise happen here, not per step)
-    (train_images, _), (eval_images, eval_factors) = load_train_and_held_out(
-        lambda split, max_samples: load_split(args, split, max_samples), args, logger
-    )
+    # 1. data, preprocessed once into a memory-mapped uint8 cache (resize and centre crop happen there, not per step):
+    # the training images are read a micro-batch at a time, the held-out ones (--max_eval_samples) into one tensor
+    with accelerator.main_process_first():  # the main process builds the cache; the others then read it
+        (train_images,), (eval_split,) = load_train_and_held_out(
+            lambda split, max_samples: (load_split(args, split, max_samples),), args, logger
+        )
+    eval_images, eval_factors = eval_split[:], ground_truth_factors(eval_split, args.dataset_name)
     num_train = len(train_images)
     if args.model == "vae" and not args.pretrained_model_name_or_path and args.latent_prior == "mixture" and min(num_train, MAX_FIT_LATENTS) < args.latent_prior_components:
         raise ValueError(
@@ -492,11 +495,21 @@ def main(args: argparse.Namespace) -> str:
     start_time = time.perf_counter()
     set_train_mode(model, frozen)
 
-    # 4. the loop: one optimiser step = gradient_accumulation_steps micro-batches of the global batch
-    for micro_index, indices in micro_batches(args, accelerator, num_train, batches_per_epoch, global_step):
+    # 4. the loop: one optimiser step = gradient_accumulation_steps micro-batches of the global batch, read by a
+    # DataLoader in the order micro_batches gives, with flips and crops drawn from (seed, epoch, image)
+    batches = training_batches(
+        train_images,
+        micro_batches(args, accelerator, num_train, batches_per_epoch, global_step),
+        batches_per_epoch,
+        args.seed,
+        random_flip=args.random_flip,
+        random_crop=not args.center_crop,
+        num_workers=args.dataloader_num_workers,
+    )
+    for micro_index, batch in batches:
         if global_step >= max_train_steps:  # also when resuming a finished run
             break
-        x = train_images[indices].to(accelerator.device)
+        x = batch["pixel_values"].to(accelerator.device)
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         noise = micro_batch_generator(args.seed, micro_index, accelerator.process_index)
@@ -567,6 +580,17 @@ def main(args: argparse.Namespace) -> str:
                         "latent_prior_components": final_model.config.latent_prior_components,
                         "latent_prior_log_likelihood": log_likelihood,
                     }
+            decoder_log_scale = None
+            if isinstance(final_model, VAEModel) and final_model.config.likelihood != "discretized_gaussian":
+                if on_8bit_grid(eval_images):
+                    # bits/dim of the 8-bit images beside those under the model's own likelihood: the discretised
+                    # decoder's σ is the one that maximises the training images' ELBO
+                    with progress.stage("8-bit decoder scale on the training images"):
+                        decoder_log_scale = fit_decoder_log_scale(
+                            final_model, train_images[:MAX_SCALE_FIT_IMAGES], generator=torch.Generator().manual_seed(args.seed)
+                        )
+                else:
+                    logger.info("the held-out images are not 8-bit grey levels: no 8-bit bits/dim")
             metrics = evaluate_autoencoder(
                 final_model,
                 eval_images,
@@ -577,6 +601,7 @@ def main(args: argparse.Namespace) -> str:
                 iwae_images=args.iwae_images,
                 seed=args.seed,
                 markov_chain_steps=args.markov_chain_steps,
+                decoder_log_scale=decoder_log_scale,
                 progress=progress,
             )
             metrics.update(prior_metrics)
@@ -589,7 +614,7 @@ def main(args: argparse.Namespace) -> str:
         save_model_folder(args, final_model, metrics, grid, chain_steps)
         if args.push_to_hub:
             push_output_folder(args, f"{args.model} trained for {global_step} steps")
-        headline = ("mse", "psnr", "elbo_nats", "iwae_nats", "oracle_validity", "oracle_coverage", "oracle_validity_markov_chain", "codebook_usage", "perplexity")
+        headline = ("mse", "psnr", "likelihood", "elbo_nats", "iwae_nats", "elbo_bpd_8bit", "iwae_bpd_8bit", "oracle_validity", "oracle_coverage", "oracle_validity_markov_chain", "codebook_usage", "perplexity")
         print(run_summary(args.output_dir, metrics, headline, {"training": train_seconds, "evaluation": eval_seconds}))
     end_training(accelerator)
     return args.output_dir

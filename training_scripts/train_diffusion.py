@@ -23,7 +23,14 @@ import os
 import sys
 import time
 
-from script_args import add_keep_freed_memory_argument, add_mixed_precision_argument, answer_help_first, description
+from script_args import (
+    add_augmentation_arguments,
+    add_image_loading_arguments,
+    add_keep_freed_memory_argument,
+    add_mixed_precision_argument,
+    answer_help_first,
+    description,
+)
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
@@ -39,11 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--label_column", default="label", help="class labels for --class_conditional (a ClassLabel or integer column)")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--num_channels", type=int, default=3, choices=(1, 3))
-    parser.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--random_flip", action="store_true")
+    add_augmentation_arguments(parser)
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=1000)
     parser.add_argument("--num_shapes", type=int, default=1, choices=(1, 2), help="shapes per scene in the shapes world")
+    add_image_loading_arguments(parser)
     # model
     parser.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 64])
     parser.add_argument("--layers_per_block", type=int, default=1)
@@ -141,6 +148,7 @@ from diffusers.training_utils import EMAModel  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from hf_genzoo import GenZooDDIMScheduler, GenZooDDPMScheduler, PixelDiffusionPipeline  # noqa: E402
+from hf_genzoo.data.image_cache import ImageSplit, load_image_split, training_batches  # noqa: E402
 from hf_genzoo.hub import write_model_card  # noqa: E402
 from hf_genzoo.metrics import sample_quality_metrics  # noqa: E402
 from hf_genzoo.metrics.evaluate import EvaluationProgress  # noqa: E402
@@ -153,7 +161,6 @@ from hf_genzoo.training_utils import (  # noqa: E402
     diverged_error,
     micro_batches,
     find_checkpoint,
-    load_split_tensors,
     load_train_and_held_out,
     micro_batch_generator,
     plan_steps,
@@ -239,10 +246,12 @@ def build_noise_scheduler(args) -> GenZooDDPMScheduler:
     )
 
 
-def load_split(args, split: str, max_samples: int | None):
-    """The split preprocessed once: (pixel_values, labels or None, number of classes or None); labels only for
+def load_split(args, split: str, max_samples: int | None) -> tuple[ImageSplit, torch.Tensor | None, int | None]:
+    """The split preprocessed once into a memory-mapped uint8 cache (`hf_genzoo.data.image_cache`; indexing it reads
+    those images only, as float in [-1, 1]), its labels (N,) and number of classes, or None, None without
     --class_conditional."""
-    return load_split_tensors(args, split, max_samples, args.label_column if args.class_conditional else None)
+    images = load_image_split(args, split, max_samples)
+    return (images, *images.labels(args.label_column)) if args.class_conditional else (images, None, None)
 
 
 # ---- the training step ---------------------------------------------------------------------------------------
@@ -334,7 +343,8 @@ def evaluate(pipe, eval_images, num_classes, args, progress: EvaluationProgress 
         generator = torch.Generator().manual_seed(args.seed)
         with progress.stage(f"bits/dim of {len(x)} held-out images"):
             bits = torch.cat([
-                pipe.likelihood(batch.to(pipe.device, pipe.unet.dtype), num_sampled_timesteps=args.likelihood_timesteps, generator=generator).float().cpu()
+                # the held-out images are in [-1, 1]; the pipeline reads images in [0, 1], as diffusers' pipelines do
+                pipe.likelihood((batch + 1) / 2, num_sampled_timesteps=args.likelihood_timesteps, generator=generator).float().cpu()
                 for batch in progress.batches(x.split(128), desc="likelihood batches")
             ])
         metrics["bits_per_dim"] = float(bits.mean())
@@ -364,10 +374,13 @@ def evaluate(pipe, eval_images, num_classes, args, progress: EvaluationProgress 
 def main(args: argparse.Namespace) -> str:
     accelerator = setup_accelerator(args, logger)
 
-    # 1. data, preprocessed once into tensors (resize/crop/normalise happen here, not per step)
-    (train_images, train_labels, num_classes), (eval_images, _, _) = load_train_and_held_out(
-        lambda split, max_samples: load_split(args, split, max_samples), args, logger
-    )
+    # 1. data, preprocessed once into a memory-mapped uint8 cache (resize and centre crop happen there, not per step):
+    # the training images are read a micro-batch at a time, the held-out ones (--max_eval_samples) into one tensor
+    with accelerator.main_process_first():  # the main process builds the cache; the others then read it
+        (train_images, train_labels, num_classes), (eval_split, _, _) = load_train_and_held_out(
+            lambda split, max_samples: load_split(args, split, max_samples), args, logger
+        )
+    eval_images = eval_split[:]
     num_train = len(train_images)
     global_batch = args.train_batch_size * accelerator.num_processes
     batches_per_epoch, max_train_steps = plan_steps(
@@ -418,14 +431,24 @@ def main(args: argparse.Namespace) -> str:
     start_time = time.perf_counter()
     unet.train()
 
-    # 4. the loop: one optimiser step = gradient_accumulation_steps micro-batches of the global batch
-    for micro_index, indices in micro_batches(args, accelerator, num_train, batches_per_epoch, global_step):
+    # 4. the loop: one optimiser step = gradient_accumulation_steps micro-batches of the global batch, read by a
+    # DataLoader in the order micro_batches gives, with flips and crops drawn from (seed, epoch, image)
+    batches = training_batches(
+        train_images,
+        micro_batches(args, accelerator, num_train, batches_per_epoch, global_step),
+        batches_per_epoch,
+        args.seed,
+        random_flip=args.random_flip,
+        random_crop=not args.center_crop,
+        num_workers=args.dataloader_num_workers,
+    )
+    for micro_index, batch in batches:
         if global_step >= max_train_steps:  # also when resuming a finished run
             break
-        x_0 = train_images[indices].to(accelerator.device)
+        x_0 = batch["pixel_values"].to(accelerator.device)
         if args.channels_last:
             x_0 = x_0.contiguous(memory_format=torch.channels_last)
-        labels = None if train_labels is None else train_labels[indices].to(accelerator.device)
+        labels = None if train_labels is None else train_labels[batch["rows"]].to(accelerator.device)
         generator = micro_batch_generator(args.seed, micro_index, accelerator.process_index)
         loss = training_step(
             accelerator, unet, noise_scheduler, optimizer, lr_scheduler, x_0, generator, args, labels, num_classes

@@ -16,7 +16,7 @@ import json
 import os
 import time
 
-from script_args import answer_help_first, description
+from script_args import add_image_loading_arguments, answer_help_first, description
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, default=32, help="images are resized and centre-cropped to this size; use the generators' resolution (28 for MNIST)")
     parser.add_argument("--num_channels", type=int, default=3, choices=(1, 3), help="1: grayscale, 3: RGB; as the generators' images")
     parser.add_argument("--max_train_samples", type=int, default=None, help="train on this many images at most (default: the whole train split)")
+    add_image_loading_arguments(parser)
     parser.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128], help="channels of the convolutional levels, each halving the resolution")
     parser.add_argument("--feature_dim", type=int, default=128, help="size of the penultimate features the FID is computed on")
     parser.add_argument("--num_epochs", type=int, default=3, help="passes over the training images")
@@ -47,18 +48,32 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from hf_genzoo.data.image_cache import load_image_split, training_batches  # noqa: E402
 from hf_genzoo.metrics import DomainClassifier  # noqa: E402
-from hf_genzoo.training_utils import epoch_permutation, load_split_tensors, run_summary  # noqa: E402
+from hf_genzoo.training_utils import epoch_permutation, run_summary  # noqa: E402
 
 
 def load_split(args, split: str, max_samples: int | None = None):
-    return load_split_tensors(args, split, max_samples, args.label_column)
+    """(images, labels (N,), number of classes): the split preprocessed once into a memory-mapped uint8 cache
+    (`hf_genzoo.data.image_cache`; indexing it reads those images only, as float in [-1, 1])."""
+    images = load_image_split(args, split, max_samples)
+    return (images, *images.labels(args.label_column))
+
+
+def epoch_batches(num_train: int, batch_size: int, num_epochs: int, seed: int):
+    """(batch index, rows) of each batch: epoch e walks `epoch_permutation(num_train, seed, e)`, the last partial
+    batch dropped."""
+    steps_per_epoch = num_train // batch_size
+    for epoch in range(num_epochs):
+        order = epoch_permutation(num_train, seed, epoch)
+        for b in range(steps_per_epoch):
+            yield epoch * steps_per_epoch + b, order[b * batch_size : (b + 1) * batch_size]
 
 
 @torch.no_grad()
-def accuracy(model: DomainClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+def accuracy(model: DomainClassifier, images, labels: torch.Tensor, batch_size: int = 512) -> float:
     model.eval()
-    predictions = torch.cat([model(batch).argmax(-1) for batch in images.split(512)])
+    predictions = torch.cat([model(images[start : start + batch_size]).argmax(-1) for start in range(0, len(images), batch_size)])
     return float((predictions == labels).float().mean())
 
 
@@ -78,18 +93,16 @@ def main(args: argparse.Namespace) -> str:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.learning_rate, total_steps=args.num_epochs * steps_per_epoch)
     start = time.perf_counter()
     progress = tqdm(total=args.num_epochs * steps_per_epoch, desc="steps")
-    for epoch in range(args.num_epochs):
-        model.train()
-        order = epoch_permutation(len(train_images), args.seed, epoch)
-        for b in range(steps_per_epoch):
-            indices = order[b * args.train_batch_size : (b + 1) * args.train_batch_size]
-            loss = F.cross_entropy(model(train_images[indices]), train_labels[indices])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            progress.update(1)
-            progress.set_postfix(loss=round(loss.item(), 4))
+    model.train()
+    order = epoch_batches(len(train_images), args.train_batch_size, args.num_epochs, args.seed)
+    for _, batch in training_batches(train_images, order, steps_per_epoch, args.seed, num_workers=args.dataloader_num_workers):
+        loss = F.cross_entropy(model(batch["pixel_values"]), train_labels[batch["rows"]])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        progress.update(1)
+        progress.set_postfix(loss=round(loss.item(), 4))
     progress.close()
     metrics = {
         "test_accuracy": accuracy(model, test_images, test_labels),

@@ -26,7 +26,14 @@ import os
 import sys
 import time
 
-from script_args import add_keep_freed_memory_argument, add_mixed_precision_argument, answer_help_first, description
+from script_args import (
+    add_augmentation_arguments,
+    add_image_loading_arguments,
+    add_keep_freed_memory_argument,
+    add_mixed_precision_argument,
+    answer_help_first,
+    description,
+)
 
 # the choices of the models' flags, named before the models are imported (tests/test_script_help.py checks them)
 GAN_LOSSES = ("minimax", "non_saturating", "hinge")  # hf_genzoo.models.gan
@@ -45,11 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--label_column", default="label")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--num_channels", type=int, default=3, choices=(1, 3))
-    parser.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--random_flip", action="store_true")
+    add_augmentation_arguments(parser)
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=2000)
     parser.add_argument("--num_shapes", type=int, default=1, choices=(1, 2), help="shapes per scene in the shapes world")
+    add_image_loading_arguments(parser)
     # models
     parser.add_argument("--latent_dim", type=int, default=64)
     parser.add_argument("--generator_channels", type=int, nargs="+", default=[256, 128, 64], help="from the lowest resolution up")
@@ -147,6 +154,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline  # noqa: E402
 from hf_genzoo.hub import write_model_card  # noqa: E402
+from hf_genzoo.data.image_cache import ImageSplit, load_image_split, training_batches  # noqa: E402
 from hf_genzoo.metrics import sample_quality_metrics  # noqa: E402
 from hf_genzoo.metrics.evaluate import EvaluationProgress  # noqa: E402
 from hf_genzoo.models.gan import discriminator_loss, generator_loss, r1_penalty  # noqa: E402
@@ -159,7 +167,6 @@ from hf_genzoo.training_utils import (  # noqa: E402
     diverged_error,
     micro_batches,
     find_checkpoint,
-    load_split_tensors,
     load_train_and_held_out,
     micro_batch_generator,
     plan_steps,
@@ -204,9 +211,11 @@ def build_models(args, num_classes: int | None) -> tuple[DCGANGenerator, DCGANDi
     return generator, discriminator
 
 
-def load_split(args, split: str, max_samples: int | None, with_labels: bool):
-    """The split preprocessed once: (pixel_values, labels or None, number of classes or None)."""
-    return load_split_tensors(args, split, max_samples, args.label_column if with_labels else None)
+def load_split(args, split: str, max_samples: int | None, with_labels: bool) -> tuple[ImageSplit, torch.Tensor | None, int | None]:
+    """The split preprocessed once into a memory-mapped uint8 cache (`hf_genzoo.data.image_cache`; indexing it reads
+    those images only, as float in [-1, 1]), its labels (N,) and number of classes, or None, None."""
+    images = load_image_split(args, split, max_samples)
+    return (images, *images.labels(args.label_column)) if with_labels else (images, None, None)
 
 
 # ---- the training step ---------------------------------------------------------------------------------------
@@ -349,12 +358,15 @@ def interpolation_strip(pipe: GANPipeline, seed: int, num_classes: int | None, n
 def main(args: argparse.Namespace) -> str:
     accelerator = setup_accelerator(args, logger, accumulate=False)  # both networks accumulate by hand
 
-    # 1. data, preprocessed once
-    (train_images, train_labels, num_classes), (eval_images, _, _) = load_train_and_held_out(
-        lambda split, max_samples: load_split(args, split, max_samples, args.class_conditional and split == args.train_split),
-        args,
-        logger,
-    )
+    # 1. data, preprocessed once into a memory-mapped uint8 cache: the training images are read a micro-batch at a
+    # time, the held-out ones (--max_eval_samples) into one tensor
+    with accelerator.main_process_first():  # the main process builds the cache; the others then read it
+        (train_images, train_labels, num_classes), (eval_split, _, _) = load_train_and_held_out(
+            lambda split, max_samples: load_split(args, split, max_samples, args.class_conditional and split == args.train_split),
+            args,
+            logger,
+        )
+    eval_images = eval_split[:]
     num_train = len(train_images)
     global_batch = args.train_batch_size * accelerator.num_processes
     batches_per_epoch, max_train_steps = plan_steps(
@@ -397,15 +409,24 @@ def main(args: argparse.Namespace) -> str:
     generator.train()
     discriminator.train()
 
-    # 4. the loop: one step = D update then G update, each over gradient_accumulation_steps micro-batches
-    batches = micro_batches(args, accelerator, num_train, batches_per_epoch, global_step)
+    # 4. the loop: one step = D update then G update, each over gradient_accumulation_steps micro-batches, read by a
+    # DataLoader in the order micro_batches gives, with flips and crops drawn from (seed, epoch, image)
+    batches = training_batches(
+        train_images,
+        micro_batches(args, accelerator, num_train, batches_per_epoch, global_step),
+        batches_per_epoch,
+        args.seed,
+        random_flip=args.random_flip,
+        random_crop=not args.center_crop,
+        num_workers=args.dataloader_num_workers,
+    )
     while global_step < max_train_steps:
         step_batches = []
-        for micro_index, indices in itertools.islice(batches, args.gradient_accumulation_steps):
-            x = train_images[indices].to(accelerator.device)
+        for micro_index, batch in itertools.islice(batches, args.gradient_accumulation_steps):
+            x = batch["pixel_values"].to(accelerator.device)
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            labels = None if train_labels is None else train_labels[indices].to(accelerator.device)
+            labels = None if train_labels is None else train_labels[batch["rows"]].to(accelerator.device)
             step_batches.append((x, labels, micro_batch_generator(args.seed, micro_index, accelerator.process_index)))
         logs = training_step(accelerator, generator, discriminator, opt_g, opt_d, step_batches, args, num_classes, global_step)
         if isinstance(logs, str):

@@ -22,7 +22,13 @@ import os
 import sys
 import time
 
-from script_args import add_keep_freed_memory_argument, add_mixed_precision_argument, answer_help_first, description
+from script_args import (
+    add_image_loading_arguments,
+    add_keep_freed_memory_argument,
+    add_mixed_precision_argument,
+    answer_help_first,
+    description,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,10 +41,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image_column", default=None)
     parser.add_argument("--label_column", default="label", help="class labels for --class_conditional")
     parser.add_argument("--resolution", type=int, default=None, help="must be the VQ-VAE's sample_size (the default)")
-    parser.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--center_crop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="centre-crop the resized images; --no-center_crop: a crop drawn once for each training image (its codes are "
+        "encoded once; the held-out images are centre-cropped)",
+    )
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=1000)
     parser.add_argument("--num_shapes", type=int, default=1, choices=(1, 2), help="shapes per scene in the shapes world")
+    add_image_loading_arguments(parser)
     # prior
     parser.add_argument("--class_conditional", action="store_true", help="a class token replaces the start token")
     parser.add_argument("--n_layer", type=int, default=4)
@@ -102,6 +115,7 @@ from diffusers.training_utils import EMAModel  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from hf_genzoo import VQVAEModel, VQVAEPipeline  # noqa: E402
+from hf_genzoo.data.image_cache import ImageSplit, load_image_split, training_batches  # noqa: E402
 from hf_genzoo.hub import load_model_component, write_model_card  # noqa: E402
 from hf_genzoo.metrics import sample_quality_metrics  # noqa: E402
 from hf_genzoo.metrics.evaluate import EvaluationProgress  # noqa: E402
@@ -114,7 +128,6 @@ from hf_genzoo.training_utils import (  # noqa: E402
     diverged_error,
     micro_batches,
     find_checkpoint,
-    load_split_tensors,
     load_train_and_held_out,
     plan_steps,
     push_output_folder,
@@ -144,10 +157,21 @@ def load_vqvae(name_or_path: str) -> VQVAEModel:
         raise ValueError(f"{error}; train one with train_autoencoder.py --model vqvae") from None
 
 
+def load_split(args, split: str, max_samples: int | None) -> tuple[ImageSplit, torch.Tensor | None, int | None]:
+    """The split preprocessed once into a memory-mapped uint8 cache (`hf_genzoo.data.image_cache`), its labels (N,)
+    and number of classes, or None, None without --class_conditional."""
+    images = load_image_split(args, split, max_samples)
+    return (images, *images.labels(args.label_column)) if args.class_conditional else (images, None, None)
+
+
 @torch.no_grad()
-def encode_codes(vqvae: VQVAEModel, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Images (N, C, H, W) → codes (N, h, w), long, in batches."""
-    return torch.cat([vqvae.encode_indices(batch.to(vqvae.device, vqvae.dtype)).cpu() for batch in images.split(batch_size)])
+def encode_codes(vqvae: VQVAEModel, images: ImageSplit, seed: int = 0, random_crop: bool = False, num_workers: int = 0, batch_size: int = 256) -> torch.Tensor:
+    """The codes (N, h, w), long, of a split's images, read by a DataLoader (`num_workers`) and encoded in batches:
+    centre-cropped, or with `random_crop` (a split kept whole) at a crop drawn once per image, from (seed, epoch 0,
+    image): the codes are encoded once, not each epoch."""
+    order = ((0, torch.arange(start, min(start + batch_size, len(images)))) for start in range(0, len(images), batch_size))
+    batches = training_batches(images, order, 1, seed, random_crop=random_crop, num_workers=num_workers)
+    return torch.cat([vqvae.encode_indices(batch["pixel_values"].to(vqvae.device, vqvae.dtype)).cpu() for _, batch in batches])
 
 
 # ---- sampling and evaluation -----------------------------------------------------------------------------------
@@ -202,14 +226,16 @@ def main(args: argparse.Namespace) -> str:
         )
     args.resolution = vqvae.config.sample_size
     args.num_channels = vqvae.config.in_channels
-    label_column = args.label_column if args.class_conditional else None
-    (train_images, train_labels, num_classes), (eval_images, eval_labels, _) = load_train_and_held_out(
-        lambda split, max_samples: load_split_tensors(args, split, max_samples, label_column), args, logger
-    )
+    with accelerator.main_process_first():  # the main process builds the image cache; the others then read it
+        (train_images, train_labels, num_classes), (eval_split, eval_labels, _) = load_train_and_held_out(
+            lambda split, max_samples: load_split(args, split, max_samples), args, logger
+        )
+    eval_images = eval_split[:]  # (--max_eval_samples) for the sample metrics
     grid = tuple(vqvae.latent_shape[1:])
     layout = CodeLayout(vqvae.num_codes, num_classes or 0, grid)
-    train_tokens = codes_to_tokens(encode_codes(vqvae, train_images), layout, train_labels)  # (N, 1 + h·w)
-    eval_tokens = codes_to_tokens(encode_codes(vqvae, eval_images), layout, eval_labels)
+    train_codes = encode_codes(vqvae, train_images, args.seed, not args.center_crop, args.dataloader_num_workers)
+    train_tokens = codes_to_tokens(train_codes, layout, train_labels)  # (N, 1 + h·w)
+    eval_tokens = codes_to_tokens(encode_codes(vqvae, eval_split), layout, eval_labels)
     num_train = len(train_tokens)
     global_batch = args.train_batch_size * accelerator.num_processes
     batches_per_epoch, max_train_steps = plan_steps(

@@ -16,6 +16,8 @@ __all__ = [
     "load_source_dataset",
     "find_image_column",
     "preprocess_image",
+    "resize_image",
+    "crop_offsets",
     "sample_indices",
     "held_out_indices",
     "stratification_labels",
@@ -220,18 +222,8 @@ def preprocess_image(
     image: Image.Image, resolution: int, num_channels: int, center_crop: bool, crop_draw, flip: bool
 ) -> np.ndarray:
     """PIL image -> float32 (C, resolution, resolution) in [-1, 1]."""
-    image = image.convert("RGB" if num_channels == 3 else "L")
-    width, height = image.size
-    scale = resolution / min(width, height)
-    new_size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    if new_size != (width, height):
-        image = image.resize(new_size, Image.BILINEAR)  # antialiased: PIL widens the filter when shrinking
-    width, height = new_size
-    if center_crop:
-        left, top = round((width - resolution) / 2), round((height - resolution) / 2)
-    else:
-        left = int(crop_draw[0] * (width - resolution + 1))
-        top = int(crop_draw[1] * (height - resolution + 1))
+    image = resize_image(image, resolution, num_channels)
+    left, top = crop_offsets(*image.size, resolution, None if center_crop else crop_draw)
     image = image.crop((left, top, left + resolution, top + resolution))
     if flip:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
@@ -239,6 +231,26 @@ def preprocess_image(
     if array.ndim == 2:
         return array[None]  # (1, H, W)
     return array.transpose(2, 0, 1)  # (3, H, W)
+
+
+def resize_image(image: Image.Image, resolution: int, num_channels: int) -> Image.Image:
+    """`image` converted to `num_channels` (1: "L", 3: "RGB") with its shorter side resized to `resolution`
+    (bilinear, antialiased: PIL widens the filter when shrinking)."""
+    image = image.convert("RGB" if num_channels == 3 else "L")
+    width, height = image.size
+    scale = resolution / min(width, height)
+    new_size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+    if new_size != (width, height):
+        image = image.resize(new_size, Image.BILINEAR)
+    return image
+
+
+def crop_offsets(width: int, height: int, resolution: int, crop_draw=None) -> tuple[int, int]:
+    """(left, top) of the `resolution`² crop of a width × height image: centred when `crop_draw` is None, else at
+    the two uniform draws `crop_draw` in [0, 1) (each offset uniform over its width − resolution + 1 values)."""
+    if crop_draw is None:
+        return round((width - resolution) / 2), round((height - resolution) / 2)
+    return int(crop_draw[0] * (width - resolution + 1)), int(crop_draw[1] * (height - resolution + 1))
 
 
 def _load_source(

@@ -12,7 +12,7 @@ from .evaluate import (
     shapes_sample_metrics,
 )
 from .inception import InceptionFeatureExtractor, frechet_distance, inception_features, inception_fid
-from .likelihood import iwae_bound, vae_elbo
+from .likelihood import fit_decoder_log_scale, iwae_bound, vae_elbo
 from .reconstruction import mse, nats_to_bits_per_dim, psnr
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "encode_means",
     "evaluate_autoencoder",
     "evaluate_vqvae",
+    "fit_decoder_log_scale",
     "frechet_distance",
     "inception_features",
     "inception_fid",

@@ -67,6 +67,12 @@ def encode_means(model, images: torch.Tensor, batch_size: int = 256) -> torch.Te
     return torch.cat(out)
 
 
+def on_8bit_grid(images: torch.Tensor) -> bool:
+    """Whether every pixel is an 8-bit grey level scaled to [-1, 1]: 2k/255 − 1, k ∈ {0, …, 255}."""
+    levels = (images.float() + 1) * 127.5
+    return bool(((levels - levels.round()).abs() < 1e-3).all() and levels.min() >= -1e-3 and levels.max() <= 255 + 1e-3)
+
+
 @torch.no_grad()
 def evaluate_autoencoder(
     model: AutoencoderModel | VAEModel,
@@ -80,13 +86,20 @@ def evaluate_autoencoder(
     batch_size: int = 128,
     seed: int = 0,
     markov_chain_steps: int = 0,
+    decoder_log_scale: float | None = None,
     progress: EvaluationProgress | None = None,
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """Held-out metrics for an autoencoder or VAE.
 
     - every model: `mse`, `psnr` of reconstructions (no corruption, posterior mean for a VAE);
     - VAE: `elbo_nats`, `iwae_nats` (k = `iwae_samples`, on the first `iwae_images` of `images`, default all: it
-      costs k decoder passes an image), and both in bits/dim (`*_bpd`, as −bound / (D ln 2));
+      costs k decoder passes an image), and both in bits/dim (`*_bpd`, as −bound / (D ln 2)), under the model's
+      own `likelihood` (named in the metrics: with "bernoulli", bounds under the Bernoulli model, not a probability
+      of the 8-bit images);
+    - VAE with `likelihood="discretized_gaussian"`, or any VAE given `decoder_log_scale` (ln σ, fitted to training
+      images by `fit_decoder_log_scale`): the same bounds on ln P of the 8-bit images under the discretised
+      Gaussian decoder over the 256 grey levels (`*_nats_8bit`, `*_bpd_8bit`, and the `decoder_log_scale_8bit`
+      used), which compare with a diffusion model's bits/dim; `images` must then lie on the grid 2k/255 − 1;
     - `factors` (N, K) given: `mig` of the latent means against them;
     - `shapes_resolution` given (shapes-world data): `oracle_validity` and `oracle_coverage` of `num_generated`
       samples from the prior (VAE: its latent mixture when fitted, and then also N(0, I) as `*_normal_prior`) or
@@ -103,7 +116,15 @@ def evaluate_autoencoder(
     num_dims = images[0].numel()
     is_vae = isinstance(model, VAEModel)
     num_iwae = len(images) if iwae_images is None else min(iwae_images, len(images))
-    sums = {"mse": 0.0, "psnr": 0.0, "elbo_nats": 0.0, "iwae_nats": 0.0}
+    own_8bit = is_vae and model.config.likelihood == "discretized_gaussian"
+    if own_8bit and decoder_log_scale is not None:
+        raise ValueError("this VAE's likelihood is the discretised Gaussian with its own learned scale; do not pass decoder_log_scale")
+    if decoder_log_scale is not None and not is_vae:
+        raise ValueError(f"decoder_log_scale applies to a VAEModel, not a {type(model).__name__}")
+    extra_8bit = decoder_log_scale is not None  # 8-bit bounds beside the model's own ones
+    if (own_8bit or extra_8bit) and not on_8bit_grid(images):
+        raise ValueError("the 8-bit likelihood needs images on the grid 2k/255 − 1 (8-bit images scaled to [-1, 1])")
+    sums = {"mse": 0.0, "psnr": 0.0, "elbo_nats": 0.0, "iwae_nats": 0.0, "elbo_nats_8bit": 0.0, "iwae_nats_8bit": 0.0}
     reconstructions = []  # kept for the oracle on shapes-world data
     stage = "reconstruction, ELBO, IWAE" if is_vae and iwae_samples else "reconstruction, ELBO" if is_vae else "reconstruction"
     with progress.stage(stage):
@@ -113,10 +134,16 @@ def evaluate_autoencoder(
                 posterior = model.encode(x).latent_dist
                 reconstruction = model.decode(posterior.mode()).sample
                 sums["elbo_nats"] += vae_elbo(model, x, generator, posterior=posterior).sum().item()
+                if extra_8bit:
+                    sums["elbo_nats_8bit"] += vae_elbo(model, x, generator, posterior=posterior, decoder_log_scale=decoder_log_scale).sum().item()
                 if iwae_samples and start < num_iwae:
                     x_iwae = x[: num_iwae - start]
                     posterior_iwae = posterior if len(x_iwae) == len(x) else DiagonalGaussian(posterior.mean[: len(x_iwae)], posterior.logvar[: len(x_iwae)])
                     sums["iwae_nats"] += iwae_bound(model, x_iwae, iwae_samples, generator, posterior=posterior_iwae).sum().item()
+                    if extra_8bit:
+                        sums["iwae_nats_8bit"] += iwae_bound(
+                            model, x_iwae, iwae_samples, generator, posterior=posterior_iwae, decoder_log_scale=decoder_log_scale
+                        ).sum().item()
             else:
                 reconstruction = model(x).sample
             sums["mse"] += mse(x, reconstruction).sum().item()
@@ -125,10 +152,17 @@ def evaluate_autoencoder(
                 reconstructions.append(reconstruction.float().cpu())
     metrics = {"mse": sums["mse"] / len(images), "psnr": sums["psnr"] / len(images)}
     if is_vae:
+        metrics["likelihood"] = model.config.likelihood
         counts = {"elbo_nats": len(images), "iwae_nats": num_iwae}
         for key in ("elbo_nats", "iwae_nats") if iwae_samples else ("elbo_nats",):
             metrics[key] = sums[key] / counts[key]
             metrics[key.replace("_nats", "_bpd")] = nats_to_bits_per_dim(-metrics[key], num_dims)
+            if own_8bit or extra_8bit:
+                key_8bit = key + "_8bit"
+                metrics[key_8bit] = metrics[key] if own_8bit else sums[key_8bit] / counts[key]
+                metrics[key_8bit.replace("_nats", "_bpd")] = nats_to_bits_per_dim(-metrics[key_8bit], num_dims)
+        if own_8bit or extra_8bit:
+            metrics["decoder_log_scale_8bit"] = float(model.decoder_log_scale) if own_8bit else float(decoder_log_scale)
         metrics["iwae_samples"] = iwae_samples
         if iwae_samples and num_iwae < len(images):
             metrics["iwae_images"] = num_iwae

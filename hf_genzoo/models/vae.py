@@ -3,7 +3,8 @@
 Notation (../shared/EQUATIONS.md, "VAE"):
     q_φ(z|x) = N(μ(x), diag σ²(x))      the encoder's posterior
     p(z)     = N(0, I)                   the prior
-    p_θ(x|z)                             Gaussian N(x̂(z), cI) or Bernoulli(sigmoid(logits(z)))
+    p_θ(x|z)                             Gaussian N(x̂(z), cI), Bernoulli(sigmoid(logits(z))), or the discretised
+                                         Gaussian over the 256 grey levels (learned scale σ)
     ELBO     = E_q log p(x|z) − KL(q(z|x) ‖ p(z)) ≤ log p(x)
     β-VAE    = E_q log p(x|z) − β KL(q(z|x) ‖ p(z))
 
@@ -11,6 +12,14 @@ Sampling draws z from p(z) = N(0, I), or, once `fit_latent_prior` has fitted a G
 set's latent means (config `latent_prior="mixture"`, ex-post density estimation: latent_mixture.py), from that
 mixture. The mixture only changes where samples come from; the ELBO and IWAE bounds keep N(0, I), the prior the
 model was trained with.
+
+Bits per dimension that compare with a diffusion model's need a probability of the 8-bit image. The Bernoulli
+likelihood reads grey levels in [0, 1] as probabilities of binary pixels, and the Gaussian one is a density: their
+bounds are bounds under those models, not −log₂ P of the 8-bit image. `log_likelihood_8bit` is that probability
+under the discretised Gaussian decoder of Ho et al. 2020, eq. (13) (the DDPM's L₀, EQUATIONS.md "DDPM"): N(x̂(z), σ²)
+integrated over the bin of width 2/255 around each grey level 2k/255 − 1, the two edge bins open. With
+`likelihood="discretized_gaussian"` it is the model's own likelihood and σ is learned with the weights; a model
+trained with another likelihood gets σ from the data it was trained on (`metrics.likelihood.fit_decoder_log_scale`).
 
 The class presents the interface diffusers pipelines call on a `vae`: `encode(x).latent_dist`
 (`sample`, `mode`, `kl`), `decode(z).sample`, `config.scaling_factor`, `config.latent_channels`
@@ -33,10 +42,12 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 import torch.nn.functional as F
 
+from ..schedulers.scheduling_ddpm import discretized_gaussian_log_likelihood
 from .conv import ConvAutoencoderMixin, ConvDecoder, ConvEncoder, check_latent_config
 from .latent_mixture import LOG_2PI, fit_gaussian_mixture, sample_mixture
 
 LATENT_PRIORS = ("normal", "mixture")
+LIKELIHOODS = ("gaussian", "bernoulli", "discretized_gaussian")
 MAX_MIXTURE_DIMS = 256
 
 
@@ -109,9 +120,12 @@ class VAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
         latent_type (`"spatial"` or `"vector"`, defaults to `"spatial"`): (C, h, w) latents (a latent-diffusion
             first stage) or a flat vector (e.g. 2-D latents for plots; needs fixed `sample_size`).
         sample_size (`int`, defaults to 32): the training resolution (fixed input size for vector latents).
-        likelihood (`"gaussian"` or `"bernoulli"`, defaults to `"gaussian"`): p(x|z). Gaussian N(x̂, cI) on
-            pixels in [-1, 1]; Bernoulli on pixel intensities (x + 1) / 2 ∈ [0, 1], decoder outputs logits.
-        gaussian_variance (`float`, defaults to 0.01): the fixed variance c of the Gaussian likelihood.
+        likelihood (`"gaussian"`, `"bernoulli"` or `"discretized_gaussian"`, defaults to `"gaussian"`): p(x|z).
+            Gaussian N(x̂, cI) on pixels in [-1, 1]; Bernoulli on pixel intensities (x + 1) / 2 ∈ [0, 1], decoder
+            outputs logits; discretised Gaussian: a probability of 8-bit images (pixels on the grid 2k/255 − 1),
+            N(x̂, σ²) over the 256 bins with one learned σ (`decoder_log_scale`), as the DDPM's decoder L₀.
+        gaussian_variance (`float`, defaults to 0.01): the fixed variance c of the Gaussian likelihood; the initial
+            σ² of the discretised Gaussian.
         beta (`float`, defaults to 1.0): weight of the KL term (β-VAE when > 1).
         scaling_factor (`float`, defaults to 1.0): latents are multiplied by it before a diffusion model sees
             them (diffusers' convention); set it to 1 / std of the training latents after training.
@@ -134,7 +148,7 @@ class VAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
         latent_channels: int = 4,
         latent_type: Literal["spatial", "vector"] = "spatial",
         sample_size: int = 32,
-        likelihood: Literal["gaussian", "bernoulli"] = "gaussian",
+        likelihood: Literal["gaussian", "bernoulli", "discretized_gaussian"] = "gaussian",
         gaussian_variance: float = 0.01,
         beta: float = 1.0,
         scaling_factor: float = 1.0,
@@ -143,8 +157,8 @@ class VAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
     ):
         super().__init__()
         check_latent_config(latent_type, block_out_channels, sample_size)
-        if likelihood not in ("gaussian", "bernoulli"):
-            raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {likelihood!r}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         if gaussian_variance <= 0:
             raise ValueError(f"gaussian_variance must be > 0, got {gaussian_variance}")
         if beta < 0:
@@ -160,6 +174,9 @@ class VAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
         # the encoder predicts (μ, ln σ²) stacked along the channel axis
         self.encoder = ConvEncoder(in_channels, 2 * latent_channels, **shape_args)
         self.decoder = ConvDecoder(latent_channels, out_channels, **shape_args)
+        if likelihood == "discretized_gaussian":
+            # ln σ of the discretised Gaussian decoder, one for every pixel, trained with the weights
+            self.decoder_log_scale = torch.nn.Parameter(torch.tensor(0.5 * math.log(gaussian_variance)))
         if latent_prior not in LATENT_PRIORS:
             raise ValueError(f"latent_prior must be one of {LATENT_PRIORS}, got {latent_prior!r}")
         if latent_prior == "mixture":
@@ -237,10 +254,31 @@ class VAEModel(GenZooModelMixin, ConfigMixin, ConvAutoencoderMixin):
         if self.config.likelihood == "bernoulli":
             target = (x + 1) / 2  # intensities in [0, 1]
             return -F.binary_cross_entropy_with_logits(decoder_output, target, reduction="none").flatten(1).sum(1)
+        if self.config.likelihood == "discretized_gaussian":
+            return self.log_likelihood_8bit(x, decoder_output)
         # Gaussian N(x̂, cI): −log p = ½‖x − x̂‖²/c + (D/2) ln(2πc)
         c = self.config.gaussian_variance
         squared_error = (x - decoder_output).pow(2).flatten(1).sum(1)
         return -0.5 * squared_error / c - 0.5 * x[0].numel() * (LOG_2PI + math.log(c))
+
+    def log_likelihood_8bit(
+        self, x: torch.Tensor, decoder_output: torch.Tensor, decoder_log_scale: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """ln P(x|z) per image, in nats, of 8-bit images x (pixels on the grid 2k/255 − 1 in [-1, 1]) under the
+        discretised Gaussian decoder: N(x̂(z), σ²) integrated over the bin [x − 1/255, x + 1/255], the first bin
+        (x = −1) open to −∞ and the last (x = 1) to +∞ (Ho et al. 2020, eq. 13). x̂ is the decoder's mean (for a
+        Bernoulli decoder 2 sigmoid(logits) − 1), ln σ `decoder_log_scale`, by default the learned one of a model
+        with `likelihood="discretized_gaussian"`. A probability, so −ln P / (D ln 2) is in bits/dim."""
+        if decoder_log_scale is None:
+            if self.config.likelihood != "discretized_gaussian":
+                raise ValueError(
+                    f"a VAE with likelihood={self.config.likelihood!r} has no scale of its own for the 8-bit likelihood: "
+                    "pass decoder_log_scale (fit_decoder_log_scale fits it to training images)"
+                )
+            decoder_log_scale = self.decoder_log_scale
+        mean = self._likelihood_mean(decoder_output.float())
+        log_variance = 2 * torch.as_tensor(decoder_log_scale, dtype=torch.float32, device=mean.device)
+        return discretized_gaussian_log_likelihood(x.float(), mean, log_variance).flatten(1).sum(1)
 
     def log_joint_terms(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """ln p(x|z) + ln p(z) per image, the numerator of the importance weights."""
