@@ -287,3 +287,10 @@ def test_max_samples_draws_a_seeded_label_stratified_subset(tmp_path):
     assert len({tuple(d) for d in draws}) > 1 and draws[0].tolist() == sample_indices(30, 6, 0, labels).tolist()
     # without labels: a plain seeded draw, not the first rows
     assert sample_indices(30, 6, 0).tolist() != list(range(6)) and len(set(sample_indices(30, 6, 0).tolist())) == 6
+
+
+def test_a_generated_world_gives_as_many_images_as_asked_not_its_default_size():
+    from hf_genzoo.data.loading import load_source_dataset
+
+    assert len(load_source_dataset("shapes", "test", 16, max_samples=2001)) == 2001  # the test split's default is 2,000
+    assert len(load_source_dataset("shapes", "test", 16, max_samples=5)) == 5

@@ -140,7 +140,8 @@ def test_frozen_pretrained_text_encoder_is_cached_with_the_latents(tmp_path, fir
     tokenizer.save_pretrained(encoder_folder / "tokenizer")
     tiny_text_encoder(tokenizer).save_pretrained(encoder_folder / "text_encoder")
     out, cache = tmp_path / "ldm", tmp_path / "cache"
-    run(*tiny_args(first_stage, out, cache, "--text_encoder", str(encoder_folder), "--max_train_steps", "2", "--num_likelihood_images", "0"))
+    run(*tiny_args(first_stage, out, cache, "--text_encoder", str(encoder_folder), "--max_train_steps", "2", "--num_likelihood_images", "0", "--num_generated", "0"))
+    assert (out / "model_index.json").exists() and json.loads((out / "metrics.json").read_text())["generated"] == 0  # no samples asked for: the folder is still written
     cached = [datasets.Dataset.from_file(str(cache / name / "data.arrow")) for name in cache_folders(cache)]
     assert any("prompt_embeds" in c.column_names and c.features["prompt_embeds"].shape == (16, 16) for c in cached)
     saved = load_file(out / "text_encoder" / "model.safetensors")

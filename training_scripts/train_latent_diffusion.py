@@ -525,7 +525,9 @@ def evaluate(pipe, args, eval_cache, num_classes, progress=None) -> dict:
         metrics["latent_bits_per_dim"] = float(torch.cat(bits).mean())
         metrics["likelihood_images"] = n
     count = min(args.num_generated, len(eval_cache))
-    if args.conditioning == "text":
+    if count == 0:  # --num_generated 0: no samples to judge
+        pass
+    elif args.conditioning == "text":
         with progress.stage(f"{count} samples, one per held-out caption"):
             samples = generate(pipe, count, args, args.seed + 1, prompts=rows[args.caption_column_resolved][:count], progress=progress)
         if shapes:

@@ -325,8 +325,10 @@ def _load_shapes(
     if split not in _SHAPES_DEFAULT_SIZES:
         raise ValueError(f"split={split!r} is not a split of {name}; use one of {list(_SHAPES_DEFAULT_SIZES)}")
     kwargs = dict(shapes_kwargs)
-    num_samples = kwargs.pop("num_samples", _SHAPES_DEFAULT_SIZES[split])
-    if max_samples is not None:
+    num_samples = kwargs.pop("num_samples", None)
+    if num_samples is None:  # a generated world has as many images as asked for, not a cap at its default size
+        num_samples = _SHAPES_DEFAULT_SIZES[split] if max_samples is None else max_samples
+    elif max_samples is not None:
         num_samples = min(num_samples, max_samples)
     split_seed = seed if split == "train" else seed + SHAPES_SPLIT_SEED_OFFSET
     if name == "dsprites":
