@@ -84,7 +84,11 @@ def test_text_run_writes_a_stable_diffusion_folder_and_reuses_its_latent_cache(t
     def refuse(*args, **kwargs):
         raise AssertionError("the first stage encoded images although the cache holds them")
 
+    def generate_nothing(*args, **kwargs):
+        raise AssertionError("the shapes world was generated again although the cache holds its latents")
+
     monkeypatch.setattr(VAEModel, "encode", refuse)
+    monkeypatch.setattr("hf_genzoo.data.loading.load_source_dataset", generate_nothing)  # memory must not grow with the data
     before = cache_folders(cache)
     run(*tiny_args(first_stage, tmp_path / "again", cache, "--num_likelihood_images", "0"))
     assert cache_folders(cache) == before

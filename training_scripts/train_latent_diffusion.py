@@ -207,19 +207,29 @@ def cached_split(args, split: str, max_samples: int | None, first_stage, first_s
     import datasets
 
     from hf_genzoo.data.latent_cache import build_latent_cache, cache_key, read_cache
+    from hf_genzoo.data.loading import _SHAPES_DEFAULT_SIZES as GENERATED_SPLIT_SIZES
     from hf_genzoo.data.loading import find_image_column, load_source_dataset, preprocess_image
     from hf_genzoo.pipelines.pipeline_latent_diffusion import is_vq_first_stage
 
     shapes_kwargs = {}
     if args.dataset_name == "shapes":  # the shapes world generates --max_train_samples / --max_eval_samples images
         shapes_kwargs = {"num_shapes": tuple(args.num_shapes), **({"num_samples": max_samples} if max_samples else {})}
-    raw = load_source_dataset(args.dataset_name, split, args.resolution, max_samples, args.seed, **shapes_kwargs)
-    image_column = find_image_column(raw, args.image_column)
-    if not isinstance(raw.features[image_column], datasets.Image):
-        raw = raw.cast_column(image_column, datasets.Image())
-    other = [c for c, f in raw.features.items() if not isinstance(f, datasets.Image)]
+    def load_raw():
+        raw = load_source_dataset(args.dataset_name, split, args.resolution, max_samples, args.seed, **shapes_kwargs)
+        image_column = find_image_column(raw, args.image_column)
+        if not isinstance(raw.features[image_column], datasets.Image):
+            raw = raw.cast_column(image_column, datasets.Image())
+        return raw, image_column
+
+    if args.dataset_name in ("shapes", "dsprites") and split in GENERATED_SPLIT_SIZES:
+        # a generated world is named by its arguments: a cache hit generates nothing, so memory does not grow with it
+        raw, image_column = None, args.image_column or "image"
+        num_rows = max_samples or GENERATED_SPLIT_SIZES[split]
+    else:  # a file, folder or Hub dataset: its fingerprint names its content
+        raw, image_column = load_raw()
+        num_rows = len(raw)
     description = {
-        "source": args.dataset_name, "split": split, "rows": len(raw), "fingerprint": raw._fingerprint if args.dataset_name not in ("shapes", "dsprites") else None,
+        "source": args.dataset_name, "split": split, "rows": num_rows, "fingerprint": raw._fingerprint if raw is not None else None,
         "shapes": shapes_kwargs, "seed": args.seed, "resolution": args.resolution, "channels": args.num_channels,
         "center_crop": args.center_crop, "image_column": image_column,
     }
@@ -231,10 +241,15 @@ def cached_split(args, split: str, max_samples: int | None, first_stage, first_s
         description["text_encoder"] = text_encoder_id
     key = cache_key(first_stage_id, description)
     folder = os.path.join(args.cache_dir or default_cache_dir(), f"latents-{key}")
-    dataset = read_cache(folder, key, len(raw))
+    dataset = read_cache(folder, key, num_rows)
     if dataset is not None:
         logger.info(f"{split}: {len(dataset)} cached latents from {folder}")
         return dataset
+    if raw is None:
+        raw, image_column = load_raw()
+    if len(raw) != num_rows:
+        raise ValueError(f"{args.dataset_name} {split!r} gave {len(raw)} images, expected {num_rows}")
+    other = [c for c, f in raw.features.items() if not isinstance(f, datasets.Image)]
 
     logger.info(f"{split}: encoding {len(raw)} images with the first stage into {folder}")
     device, dtype = first_stage.device, first_stage.dtype
