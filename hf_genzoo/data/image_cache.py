@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .latent_cache import take_rows
 from .loading import crop_offsets, find_image_column, load_source_dataset, resize_image
 
 logger = logging.getLogger(__name__)
@@ -151,16 +152,9 @@ class ImageSplit:
         return positions % max(len(self), 1)
 
     def _take(self, columns: list[str], positions: np.ndarray) -> pa.Table:
-        """Rows `positions` of this split read straight from the memory-mapped table: only those rows are read.
-        Zero-copy slices of the table, concatenated: Arrow's `take` on a table of many chunks concatenated the whole
-        column first (a copy of the split in RAM, and every page of the file mapped in, at each random batch)."""
-        table = self.dataset.data.table.select(columns)
-        rows = self.rows[positions]
-        if len(rows) == 0:
-            return table.slice(0, 0)
-        if np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):  # one contiguous run: one slice
-            return table.slice(int(rows[0]), len(rows))
-        return pa.concat_tables([table.slice(int(row), 1) for row in rows])
+        """Rows `positions` of this split read straight from the memory-mapped table: only those rows are read
+        (`latent_cache.take_rows`: zero-copy slices, never Arrow's `take`, which copies whole columns)."""
+        return take_rows(self.dataset.data.table.select(columns), self.rows[positions])
 
 
 def augmentation_draws(seed: int, epoch: int, rows: Iterable[int]) -> np.ndarray:
