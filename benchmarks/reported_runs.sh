@@ -422,7 +422,7 @@ python benchmarks/prompt_to_prompt_real_images.py "$out/shapes-ldm-text-cpu" --n
 # --num_eval_edits 0): both editors and, needing no training, prompt-to-prompt on the same inputs (inverted with the
 # input caption, edited to the edited caption) on the same held-out edits (the training script's test split), judged
 # by the same oracle; the first editor's guidance grid and a row of examples per edit type; then the editors at other
-# guidance scales; then the baseline with null-text inversion (about 10x slower) on the first 100 edits
+# guidance scales
 python benchmarks/instruct_pix2pix_shapes.py --editors exact="$out/shapes-ip2p-exact" p2p="$out/shapes-ip2p-p2p" \
     --text_to_image "$out/shapes-ldm-text-cpu" --num_edits 500 --num_baseline_edits 100 --baseline_inversion ddim \
     --output "$out/ip2p-shapes.json" --grid_output docs/results/ip2p-guidance-grid.png --examples_output docs/results/ip2p-examples.png
@@ -430,6 +430,32 @@ for g in "3 1.5" "3 2" "5 2"; do set -- $g
     python benchmarks/instruct_pix2pix_shapes.py --editors exact="$out/shapes-ip2p-exact" p2p="$out/shapes-ip2p-p2p" \
         --num_edits 500 --guidance_scale "$1" --image_guidance_scale "$2" --output "$out/ip2p-shapes-sT$1-sI$2.json"
 done
-python benchmarks/instruct_pix2pix_shapes.py --editors exact="$out/shapes-ip2p-exact" p2p="$out/shapes-ip2p-p2p" \
-    --text_to_image "$out/shapes-ldm-text-cpu" --num_edits 100 --baseline_inversion null_text \
-    --output "$out/ip2p-shapes-null-text.json" --examples_output "$out/ip2p-examples-null-text.png"
+
+# 15. (AMD EPYC, Zen 5, AVX-512 BF16) the VAE on MNIST of section 2 again, now also measured in bits/dim of the 8-bit
+# images (the discretised Gaussian decoder, its scale fitted on 1,000 training images), and the same VAE trained with
+# that likelihood; the main job again through the memory-mapped data path (the same weights: PSNR to the last digit)
+$train --model vae --dataset_name "$data/mnist" --num_channels 1 --resolution 28 --latent_channels 32 \
+    --num_epochs 3 --max_eval_samples 2000 --latent_prior normal --output_dir "$out/mnist-vae-zen5"
+$train --model vae --dataset_name "$data/mnist" --num_channels 1 --resolution 28 --latent_channels 32 \
+    --num_epochs 3 --max_eval_samples 2000 --latent_prior normal --likelihood discretized_gaussian --output_dir "$out/mnist-vae-8bit-zen5"
+$main_job --mixed_precision auto --output_dir "$out/shapes-vae-cache-zen5"
+
+# 16. FID on InceptionV3 features (pip install "hf_genzoo[fid]") beside the domain FID, each with its real-vs-real floor:
+# the two VAEs of section 15 (MNIST, and the shapes world's main job), with domain classifiers trained here
+python training_scripts/train_domain_classifier.py --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
+    --output_dir "$out/mnist-classifier-zen5"
+python training_scripts/train_domain_classifier.py --dataset_name shapes --output_dir "$out/shapes-classifier-zen5"
+python benchmarks/inception_fid.py --pipeline "$out/mnist-vae-zen5" --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
+    --fid_classifier "$out/mnist-classifier-zen5" --output "$out/inception-fid-mnist-vae-zen5.json"
+python benchmarks/inception_fid.py --pipeline "$out/shapes-vae-cache-zen5" --dataset_name shapes \
+    --fid_classifier "$out/shapes-classifier-zen5" --output "$out/inception-fid-shapes-vae-zen5.json"
+
+# 17. anomaly detection with the autoencoder family: MNIST one-class-out for every digit, corrupted shapes-world scenes
+python benchmarks/anomaly_detection.py --mnist "$data/mnist" --output "$out/anomaly-detection-zen5.json"
+
+# 18. the data path: peak RSS of short runs at 10,000 and 200,000 shapes images (pixels) and at 10,000 and 100,000
+# (latents of section 11b's first stage), and training images/s from the cache against the whole split in RAM
+python benchmarks/data_path.py rss --num_images 10000 200000 --output "$out/data-path-rss-zen5.json"
+python benchmarks/data_path.py rss --script latent_diffusion --vae "$out/shapes-kl-f4-cpu" --num_images 10000 100000 \
+    --output "$out/data-path-rss-latent-zen5.json"
+python benchmarks/data_path.py throughput --output "$out/data-path-throughput-zen5.json"
