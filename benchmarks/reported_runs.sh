@@ -431,31 +431,31 @@ for g in "3 1.5" "3 2" "5 2"; do set -- $g
         --num_edits 500 --guidance_scale "$1" --image_guidance_scale "$2" --output "$out/ip2p-shapes-sT$1-sI$2.json"
 done
 
-# 15. (AMD EPYC, Zen 5, AVX-512 BF16) the VAE on MNIST of section 2 again, now also measured in bits/dim of the 8-bit
+# 15. (AMD EPYC, Zen 4, AVX-512 BF16) the VAE on MNIST of section 2 again, now also measured in bits/dim of the 8-bit
 # images (the discretised Gaussian decoder, its scale fitted on 1,000 training images), and the same VAE trained with
 # that likelihood; the main job again through the memory-mapped data path (the same weights: PSNR to the last digit)
 $train --model vae --dataset_name "$data/mnist" --num_channels 1 --resolution 28 --latent_channels 32 \
-    --num_epochs 3 --max_eval_samples 2000 --latent_prior normal --output_dir "$out/mnist-vae-zen5"
+    --num_epochs 3 --max_eval_samples 2000 --latent_prior normal --output_dir "$out/mnist-vae-zen4"
 $train --model vae --dataset_name "$data/mnist" --num_channels 1 --resolution 28 --latent_channels 32 \
-    --num_epochs 3 --max_eval_samples 2000 --latent_prior normal --likelihood discretized_gaussian --output_dir "$out/mnist-vae-8bit-zen5"
-$main_job --mixed_precision auto --output_dir "$out/shapes-vae-cache-zen5"
+    --num_epochs 3 --max_eval_samples 2000 --latent_prior normal --likelihood discretized_gaussian --output_dir "$out/mnist-vae-8bit-zen4"
+$main_job --mixed_precision auto --output_dir "$out/shapes-vae-cache-zen4"
 
 # 16. FID on InceptionV3 features (pip install "hf_genzoo[fid]") beside the domain FID, each with its real-vs-real floor:
 # the two VAEs of section 15 (MNIST, and the shapes world's main job), with domain classifiers trained here
 python training_scripts/train_domain_classifier.py --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
-    --output_dir "$out/mnist-classifier-zen5"
-python training_scripts/train_domain_classifier.py --dataset_name shapes --output_dir "$out/shapes-classifier-zen5"
-python benchmarks/inception_fid.py --pipeline "$out/mnist-vae-zen5" --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
-    --fid_classifier "$out/mnist-classifier-zen5" --output "$out/inception-fid-mnist-vae-zen5.json"
-python benchmarks/inception_fid.py --pipeline "$out/shapes-vae-cache-zen5" --dataset_name shapes \
-    --fid_classifier "$out/shapes-classifier-zen5" --output "$out/inception-fid-shapes-vae-zen5.json"
+    --output_dir "$out/mnist-classifier-zen4"
+python training_scripts/train_domain_classifier.py --dataset_name shapes --output_dir "$out/shapes-classifier-zen4"
+python benchmarks/inception_fid.py --pipeline "$out/mnist-vae-zen4" --dataset_name "$data/mnist" --resolution 28 --num_channels 1 \
+    --fid_classifier "$out/mnist-classifier-zen4" --output "$out/inception-fid-mnist-vae-zen4.json"
+python benchmarks/inception_fid.py --pipeline "$out/shapes-vae-cache-zen4" --dataset_name shapes \
+    --fid_classifier "$out/shapes-classifier-zen4" --output "$out/inception-fid-shapes-vae-zen4.json"
 
 # 17. anomaly detection with the autoencoder family: MNIST one-class-out for every digit, corrupted shapes-world scenes
-python benchmarks/anomaly_detection.py --mnist "$data/mnist" --output "$out/anomaly-detection-zen5.json"
+python benchmarks/anomaly_detection.py --mnist "$data/mnist" --output "$out/anomaly-detection-zen4.json"
 
 # 18. the data path: peak RSS of short runs at 10,000 and 200,000 shapes images (pixels) and at 10,000 and 100,000
 # (latents of section 11b's first stage), and training images/s from the cache against the whole split in RAM
-python benchmarks/data_path.py rss --num_images 10000 200000 --output "$out/data-path-rss-zen5.json"
+python benchmarks/data_path.py rss --num_images 10000 200000 --output "$out/data-path-rss-zen4.json"
 python benchmarks/data_path.py rss --script latent_diffusion --vae "$out/shapes-kl-f4-cpu" --num_images 10000 100000 \
-    --output "$out/data-path-rss-latent-zen5.json"
-python benchmarks/data_path.py throughput --output "$out/data-path-throughput-zen5.json"
+    --output "$out/data-path-rss-latent-zen4.json"
+python benchmarks/data_path.py throughput --output "$out/data-path-throughput-zen4.json"
