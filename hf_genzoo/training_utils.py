@@ -402,6 +402,24 @@ def micro_batches(args, accelerator: Accelerator, num_train: int, batches_per_ep
         micro_index += 1
 
 
+def image_batches(args, accelerator: Accelerator, images, batches_per_epoch: int, start_step: int):
+    """`(micro_index, batch)` of a training split held in the image cache (`hf_genzoo.data.image_cache.ImageSplit`),
+    in the order `micro_batches` gives from optimiser step `start_step`, read by a DataLoader with
+    `--dataloader_num_workers` workers; `--random_flip` and the random crops of `--no-center_crop` drawn from
+    (seed, epoch, image)."""
+    from .data.image_cache import training_batches
+
+    return training_batches(
+        images,
+        micro_batches(args, accelerator, len(images), batches_per_epoch, start_step),
+        batches_per_epoch,
+        args.seed,
+        random_flip=args.random_flip,
+        random_crop=not args.center_crop,
+        num_workers=args.dataloader_num_workers,
+    )
+
+
 def micro_batch_generator(seed: int, micro_index: int, rank: int) -> torch.Generator:
     """The CPU generator of one micro-batch's noise (corruption, t, ε, label dropout): (seed, index, rank)."""
     return torch.Generator().manual_seed((seed * 1_000_003 + micro_index) * 64 + rank)

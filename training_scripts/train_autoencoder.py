@@ -243,7 +243,7 @@ from diffusers.training_utils import EMAModel  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from hf_genzoo import AutoencoderModel, AutoencoderPipeline, VAEModel, VQVAEModel  # noqa: E402
-from hf_genzoo.data.image_cache import ImageSplit, load_image_split, training_batches  # noqa: E402
+from hf_genzoo.data.image_cache import ImageSplit, load_image_split  # noqa: E402
 from hf_genzoo.hub import load_model_component, write_model_card  # noqa: E402
 from hf_genzoo.metrics import encode_means, evaluate_autoencoder, evaluate_vqvae, fit_decoder_log_scale  # noqa: E402
 from hf_genzoo.metrics.evaluate import EvaluationProgress, on_8bit_grid  # noqa: E402
@@ -253,7 +253,7 @@ from hf_genzoo.training_utils import (  # noqa: E402
     end_training,
     TrainingDivergedError,
     diverged_error,
-    micro_batches,
+    image_batches,
     find_checkpoint,
     load_train_and_held_out,
     micro_batch_generator,
@@ -497,15 +497,7 @@ def main(args: argparse.Namespace) -> str:
 
     # 4. the loop: one optimiser step = gradient_accumulation_steps micro-batches of the global batch, read by a
     # DataLoader in the order micro_batches gives, with flips and crops drawn from (seed, epoch, image)
-    batches = training_batches(
-        train_images,
-        micro_batches(args, accelerator, num_train, batches_per_epoch, global_step),
-        batches_per_epoch,
-        args.seed,
-        random_flip=args.random_flip,
-        random_crop=not args.center_crop,
-        num_workers=args.dataloader_num_workers,
-    )
+    batches = image_batches(args, accelerator, train_images, batches_per_epoch, global_step)
     for micro_index, batch in batches:
         if global_step >= max_train_steps:  # also when resuming a finished run
             break

@@ -154,7 +154,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from hf_genzoo import DCGANDiscriminator, DCGANGenerator, GANPipeline  # noqa: E402
 from hf_genzoo.hub import write_model_card  # noqa: E402
-from hf_genzoo.data.image_cache import ImageSplit, load_image_split, training_batches  # noqa: E402
+from hf_genzoo.data.image_cache import ImageSplit, load_image_split  # noqa: E402
 from hf_genzoo.metrics import sample_quality_metrics  # noqa: E402
 from hf_genzoo.metrics.evaluate import EvaluationProgress  # noqa: E402
 from hf_genzoo.models.gan import discriminator_loss, generator_loss, r1_penalty  # noqa: E402
@@ -165,7 +165,7 @@ from hf_genzoo.training_utils import (  # noqa: E402
     end_training,
     TrainingDivergedError,
     diverged_error,
-    micro_batches,
+    image_batches,
     find_checkpoint,
     load_train_and_held_out,
     micro_batch_generator,
@@ -411,15 +411,7 @@ def main(args: argparse.Namespace) -> str:
 
     # 4. the loop: one step = D update then G update, each over gradient_accumulation_steps micro-batches, read by a
     # DataLoader in the order micro_batches gives, with flips and crops drawn from (seed, epoch, image)
-    batches = training_batches(
-        train_images,
-        micro_batches(args, accelerator, num_train, batches_per_epoch, global_step),
-        batches_per_epoch,
-        args.seed,
-        random_flip=args.random_flip,
-        random_crop=not args.center_crop,
-        num_workers=args.dataloader_num_workers,
-    )
+    batches = image_batches(args, accelerator, train_images, batches_per_epoch, global_step)
     while global_step < max_train_steps:
         step_batches = []
         for micro_index, batch in itertools.islice(batches, args.gradient_accumulation_steps):
