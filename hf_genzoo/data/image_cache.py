@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .latent_cache import take_rows
+from .latent_cache import DATA_FILE, MANIFEST, read_cache, take_rows
 from .loading import crop_offsets, find_image_column, load_source_dataset, resize_image
 
 logger = logging.getLogger(__name__)
@@ -48,8 +48,6 @@ __all__ = [
 ]
 
 CACHE_VERSION = 1
-MANIFEST = "manifest.json"
-DATA_FILE = "data.arrow"
 PIXEL_COLUMNS = ("pixels", "pixels_height", "pixels_width")
 GENERATED_SOURCES = ("shapes", "dsprites")  # made by hf_genzoo from their arguments alone
 _AUGMENTATION_SALT = 0xF11F  # so that the crop and flip draws differ from every other draw of the same seed
@@ -266,7 +264,7 @@ def cached_image_split(
         description.update(fingerprint=raw._fingerprint, rows=len(raw))
     key = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:20]
     folder = os.path.join(cache_dir or default_cache_dir(), f"pixels-{key}")
-    dataset = _read_cache(folder, key)
+    dataset = read_cache(folder, key, None, required_columns=("pixels",), kind="image")
     if dataset is None:
         if raw is None:  # generated now (a split these worlds lack is an error here, before anything is written)
             raw = load_source_dataset(source, split, resolution, max_samples, seed, label_column, **shapes_kwargs)
@@ -294,27 +292,6 @@ def load_image_split(args, split: str, max_samples: int | None) -> ImageSplit:
         cache_dir=getattr(args, "cache_dir", None),
         **({"num_shapes": args.num_shapes} if args.dataset_name == "shapes" and hasattr(args, "num_shapes") else {}),
     )
-
-
-def _read_cache(folder: str, key: str) -> datasets.Dataset | None:
-    """The cached dataset, memory-mapped, or None when it is missing, incomplete or corrupt (with a warning for the
-    last two)."""
-    manifest_path = os.path.join(folder, MANIFEST)
-    if not os.path.isfile(manifest_path):
-        if os.path.exists(folder):
-            logger.warning(f"image cache {folder} has no manifest (an interrupted build): rebuilding it")
-        return None
-    try:
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-        dataset = datasets.Dataset.from_file(os.path.join(folder, DATA_FILE))
-        if manifest.get("key") != key or manifest.get("rows") != len(dataset) or "pixels" not in dataset.column_names:
-            raise ValueError(f"manifest {manifest.get('key')} with {manifest.get('rows')} rows, file of {len(dataset)} rows, expected {key}")
-        dataset.data.table.slice(len(dataset) - 1).to_pylist()  # the last row reads back: the file is whole
-    except Exception as error:  # noqa: BLE001  (any failure to read means: rebuild)
-        logger.warning(f"image cache {folder} is corrupt or stale ({type(error).__name__}: {error}): rebuilding it")
-        return None
-    return dataset
 
 
 def _build_cache(

@@ -50,25 +50,33 @@ def cache_key(first_stage_fingerprint: str, data_description: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def read_cache(folder: str, expected_key: str, expected_rows: int) -> datasets.Dataset | None:
+def read_cache(
+    folder: str,
+    expected_key: str,
+    expected_rows: int | None,
+    required_columns: Iterable[str] = ("latent_mean", "latent_std"),
+    kind: str = "latent",
+) -> datasets.Dataset | None:
     """The cached dataset, memory-mapped, or None when it is missing, incomplete or corrupt (with a warning for
-    the last two)."""
+    the last two). A cache folder holds `DATA_FILE` and `MANIFEST` (its key and number of rows), written last; the
+    image cache (`image_cache`, `kind="image"`) is checked the same way, with its own columns and `expected_rows`
+    None (its rows are known only once built)."""
     manifest_path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(manifest_path):
         if os.path.exists(folder):
-            logger.warning(f"latent cache {folder} has no manifest (an interrupted build): rebuilding it")
+            logger.warning(f"{kind} cache {folder} has no manifest (an interrupted build): rebuilding it")
         return None
     try:
         with open(manifest_path) as f:
             manifest = json.load(f)
-        if manifest.get("key") != expected_key or manifest.get("rows") != expected_rows:
+        if manifest.get("key") != expected_key or expected_rows is not None and manifest.get("rows") != expected_rows:
             raise ValueError(f"manifest {manifest.get('key')}/{manifest.get('rows')} rows, expected {expected_key}/{expected_rows}")
         dataset = datasets.Dataset.from_file(os.path.join(folder, DATA_FILE))
-        if len(dataset) != expected_rows or not {"latent_mean", "latent_std"} <= set(dataset.column_names):
-            raise ValueError(f"{len(dataset)} rows with columns {dataset.column_names}")
-        dataset[len(dataset) - 1]  # the last row reads back: the file is whole
+        if len(dataset) != manifest.get("rows") or not set(required_columns) <= set(dataset.column_names):
+            raise ValueError(f"{len(dataset)} rows with columns {dataset.column_names}, the manifest says {manifest.get('rows')} rows")
+        dataset.data.table.slice(len(dataset) - 1).to_pylist()  # the last row reads back: the file is whole
     except Exception as error:  # noqa: BLE001  (any failure to read means: rebuild)
-        logger.warning(f"latent cache {folder} is corrupt or stale ({type(error).__name__}: {error}): rebuilding it")
+        logger.warning(f"{kind} cache {folder} is corrupt or stale ({type(error).__name__}: {error}): rebuilding it")
         return None
     return dataset
 
