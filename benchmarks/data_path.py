@@ -19,7 +19,6 @@ cost; the target is ≥ 0.95.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -113,7 +112,6 @@ def throughput(args) -> dict:
     import torch
     from diffusers.optimization import get_scheduler
 
-    sys.path.insert(0, HERE)
     from throughput import fresh_accelerator, load_training_script
 
     from hf_genzoo.data.image_cache import training_batches
@@ -168,11 +166,12 @@ def throughput(args) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if HERE not in sys.path:  # as when run: the benchmarks import their folder's throughput.py
+        sys.path.insert(0, HERE)
     result = peak_rss(args) if args.command == "rss" else throughput(args)
-    print(json.dumps(result, indent=2))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+    from throughput import write_report
+
+    write_report(result, args.output)
     return result
 
 
