@@ -53,6 +53,27 @@ def test_class_histogram_counts_the_argmax(classifier):
     assert sum(expected) == 50
 
 
+def test_classifier_accuracy_is_the_share_assigned_to_the_asked_class(classifier):
+    from hf_genzoo.metrics import sample_quality_metrics
+
+    g = torch.Generator().manual_seed(1)
+    samples, real = torch.rand(40, 1, 8, 8, generator=g) * 2 - 1, torch.rand(40, 1, 8, 8, generator=g) * 2 - 1
+    with torch.no_grad():
+        predicted = classifier(samples).argmax(-1)
+    labels = predicted.clone()
+    labels[:10] = (labels[:10] + 1) % 4  # a quarter asked for another class than the one they show
+    metrics = sample_quality_metrics(samples, labels, fid_classifier=classifier, real_images=real)
+    assert metrics["classifier_accuracy"] == pytest.approx(0.75)
+    assert metrics["class_histogram"] == torch.bincount(predicted, minlength=4).tolist()
+    # samples of another size than the classifier's are resized to it, real and generated alike
+    big = torch.nn.functional.interpolate(samples, size=(16, 16), mode="nearest")
+    big_real = torch.nn.functional.interpolate(real, size=(16, 16), mode="nearest")
+    resized = sample_quality_metrics(big, labels, fid_classifier=classifier, real_images=big_real)
+    assert resized["classifier_accuracy"] == pytest.approx(0.75, abs=0.1)
+    with pytest.raises(ValueError, match="got 40 samples and 39 labels"):
+        sample_quality_metrics(samples, labels[:39], fid_classifier=classifier, real_images=real)
+
+
 def test_classifier_script_trains_reproducibly_and_saves_a_loadable_folder(tmp_path):
     script = load_script("train_domain_classifier")
     outs = []

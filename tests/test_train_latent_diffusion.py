@@ -136,6 +136,24 @@ def test_resume_continues_exactly(tmp_path, first_stage):
     assert isinstance(pipe.unet, UNet2DModel) and pipe.num_classes == 21
 
 
+def test_class_run_is_read_by_a_domain_classifier(tmp_path, first_stage):
+    """--fid_classifier (as for MNIST, which the shapes oracle cannot read): FID against held-out images and the share
+    of samples the classifier assigns to the class asked for, with samples resized to the classifier's size."""
+    from hf_genzoo.metrics import DomainClassifier
+
+    classifier = tmp_path / "classifier"
+    torch.manual_seed(0)
+    DomainClassifier(in_channels=3, num_classes=21, sample_size=8, block_out_channels=(8, 16), feature_dim=6).save_pretrained(classifier)
+    out = tmp_path / "ldm"
+    run(*tiny_args(first_stage, out, tmp_path / "cache", "--conditioning", "class", "--max_train_steps", "2", "--num_likelihood_images", "0", "--fid_classifier", str(classifier)))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["classifier_accuracy"] <= 1.0 and metrics["fid_domain"] > 0 and sum(metrics["class_histogram"]) == 8
+    with pytest.raises(SystemExit):
+        train.parse_args(["--vae", "x", "--conditioning", "text", "--fid_classifier", str(classifier)])
+    with pytest.raises(SystemExit):
+        train.parse_args(["--vae", "x", "--conditioning", "class", "--fid_classifier", str(tmp_path / "missing")])
+
+
 def test_frozen_pretrained_text_encoder_is_cached_with_the_latents(tmp_path, first_stage):
     from tiny_components import tiny_text_encoder, tiny_tokenizer
 

@@ -114,6 +114,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_inference_steps", type=int, default=50, help="DDIM steps of the grids and the sample metrics")
     parser.add_argument("--guidance_scale", type=float, default=3.0, help="classifier-free guidance of the grids and the sample metrics")
     parser.add_argument("--num_generated", type=int, default=1000, help="samples judged by the shapes oracle (one per held-out caption / class in turn; a short run evaluates faster with e.g. 100)")
+    parser.add_argument(
+        "--fid_classifier", default=None,
+        help="a DomainClassifier folder (training_scripts/train_domain_classifier.py) for data the shapes oracle cannot read "
+        "(MNIST): FID of the samples on its features against held-out images, and, class-conditional, the fraction it "
+        "assigns to the class asked for (classifier_accuracy)",
+    )
     parser.add_argument("--num_likelihood_images", type=int, default=256, help="held-out images of the latent bits/dim bound (0: skip)")
     parser.add_argument("--likelihood_timesteps", type=int, default=100, help="K sampled terms of the bound (an unbiased estimate)")
     parser.add_argument("--push_to_hub", action="store_true")
@@ -140,6 +146,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--text_encoder needs --conditioning text")
     if args.num_shapes is None:
         args.num_shapes = [1, 2] if args.conditioning == "text" else [1]
+    if args.fid_classifier is not None:
+        if args.conditioning == "text":
+            parser.error("--fid_classifier reads unconditional or class-conditional samples; text-to-image samples are read by the shapes oracle")
+        if not os.path.isfile(os.path.join(args.fid_classifier, "config.json")):
+            parser.error(f"--fid_classifier {args.fid_classifier!r} is not a DomainClassifier folder (no config.json)")
     args.learning_rate_given = args.learning_rate is not None
     if args.learning_rate is None:
         args.learning_rate = DEFAULT_LEARNING_RATE
@@ -552,10 +563,24 @@ def evaluate(pipe, args, eval_cache, num_classes, progress=None) -> dict:
         labels = None if num_classes is None else [i % num_classes for i in range(count)]
         with progress.stage(f"{count} samples"):
             samples = generate(pipe, count, args, args.seed + 1, labels=labels, progress=progress)
-        with progress.stage("oracle"):
-            metrics.update(sample_quality_metrics(samples, labels, shapes_resolution=args.resolution if shapes else None))
+        classifier = {}
+        if args.fid_classifier:
+            classifier = {"fid_classifier": args.fid_classifier, "real_images": held_out_images(args, count)}
+        with progress.stage(" and ".join(["oracle"] * shapes + ["domain classifier"] * bool(classifier))):
+            metrics.update(sample_quality_metrics(samples, labels, shapes_resolution=args.resolution if shapes else None, **classifier))
     metrics.update(generated=count, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale)
     return metrics
+
+
+def held_out_images(args, count: int) -> torch.Tensor:
+    """The first `count` images of the held-out split as the first stage saw them, (N, C, H, W) in [-1, 1]: the real
+    side of the FID (the latent cache keeps latents only)."""
+    from hf_genzoo.data.loading import find_image_column, load_source_dataset, preprocess_image
+
+    shapes = {"num_shapes": tuple(args.num_shapes), "num_samples": args.max_eval_samples} if args.dataset_name == "shapes" else {}
+    raw = load_source_dataset(args.dataset_name, args.eval_split, args.resolution, count, args.seed, **shapes)
+    column = find_image_column(raw, args.image_column)
+    return torch.from_numpy(np.stack([preprocess_image(image, args.resolution, args.num_channels, True, None, False) for image in raw[:count][column]]))
 
 
 def latent_bound(pipe, z_0, args, generator, captions=None) -> torch.Tensor:
@@ -777,7 +802,7 @@ def main(args: argparse.Namespace) -> str:
         )
         logger.info(f"metrics: {json.dumps(metrics)}")
         save_model_folder(args, pipe, metrics, sample_grid(pipe, args, eval_rows, num_classes, count=64), num_classes)
-        headline = ("latent_bits_per_dim", "oracle_validity", "oracle_coverage", "oracle_attribute_accuracy", "validity", "one_object_all_right", "two_object_all_right")
+        headline = ("latent_bits_per_dim", "oracle_validity", "oracle_coverage", "oracle_attribute_accuracy", "validity", "one_object_all_right", "two_object_all_right", "classifier_accuracy", "fid_domain")
         print(run_summary(args.output_dir, metrics, headline, {"training": train_seconds, "evaluation": metrics["eval_seconds"]}))
         if args.push_to_hub:
             push_output_folder(args, f"latent diffusion trained for {global_step} steps")

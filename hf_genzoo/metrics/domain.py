@@ -107,10 +107,14 @@ def domain_fid(classifier: DomainClassifier, real: torch.Tensor, generated: torc
 
 
 @torch.no_grad()
-def class_histogram(classifier: DomainClassifier, images: torch.Tensor, batch_size: int = 256) -> list[int]:
-    """How many of `images` (N, C, H, W) in [-1, 1] the classifier assigns to each class."""
+def class_predictions(classifier: DomainClassifier, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The class the classifier assigns to each of `images` (N, C, H, W) in [-1, 1]: (N,) int64."""
     classifier.eval()
-    predictions = torch.cat([
+    return torch.cat([
         classifier(batch.to(classifier.device, classifier.dtype)).argmax(-1).cpu() for batch in images.split(batch_size)
     ])
-    return torch.bincount(predictions, minlength=classifier.config.num_classes).tolist()
+
+
+def class_histogram(classifier: DomainClassifier, images: torch.Tensor, batch_size: int = 256) -> list[int]:
+    """How many of `images` (N, C, H, W) in [-1, 1] the classifier assigns to each class."""
+    return torch.bincount(class_predictions(classifier, images, batch_size), minlength=classifier.config.num_classes).tolist()

@@ -343,7 +343,10 @@ def sample_quality_metrics(
       scenes not among them (`novel_fraction`);
     - a `fid_classifier` (a `DomainClassifier` or its folder) with `real_images`: FID on its features, the
       real-vs-real floor (two halves of `real_images`), and the class histogram of the samples with the ratio of
-      the most to the least frequent class (mode coverage).
+      the most to the least frequent class (mode coverage); with `labels` (the classifier's classes) also
+      `classifier_accuracy`, the fraction of samples it assigns to the class they were asked for. Images of another
+      size than the classifier's (MNIST digits trained at 32×32 against a 28×28 classifier) are resized to it,
+      real and generated alike (bilinear, antialiased).
     """
     metrics: dict = {}
     if shapes_resolution is not None:
@@ -355,12 +358,17 @@ def sample_quality_metrics(
         else:
             metrics.update(shapes_conditional_metrics(samples, labels, oracle, train_scenes))
     if fid_classifier is not None:
-        from .domain import DomainClassifier, class_histogram, domain_fid
+        from .domain import DomainClassifier, class_histogram, class_predictions, domain_fid
 
         if real_images is None:
             raise ValueError("the FID needs real_images beside fid_classifier")
         if not isinstance(fid_classifier, DomainClassifier):
             fid_classifier = DomainClassifier.from_pretrained(fid_classifier)
+        size = fid_classifier.config.sample_size
+        if samples.shape[-2:] != (size, size):
+            samples = torch.nn.functional.interpolate(samples.float(), size=(size, size), mode="bilinear", antialias=True)
+        if real_images.shape[-2:] != (size, size):
+            real_images = torch.nn.functional.interpolate(real_images.float(), size=(size, size), mode="bilinear", antialias=True)
         half = len(real_images) // 2
         metrics["fid_domain"] = domain_fid(fid_classifier, real_images, samples)
         metrics["fid_domain_real_vs_real"] = domain_fid(fid_classifier, real_images[:half], real_images[half:])
@@ -368,4 +376,10 @@ def sample_quality_metrics(
         metrics["class_histogram"] = histogram
         metrics["classes_present"] = sum(count > 0 for count in histogram)
         metrics["class_ratio_max_min"] = max(histogram) / min(histogram) if min(histogram) else None  # None: a class is missing
+        if labels is not None:
+            asked = torch.as_tensor(labels).flatten()
+            if len(asked) != len(samples):
+                raise ValueError(f"got {len(samples)} samples and {len(asked)} labels")
+            predicted = class_predictions(fid_classifier, samples)
+            metrics["classifier_accuracy"] = float((predicted == asked).float().mean())
     return metrics
