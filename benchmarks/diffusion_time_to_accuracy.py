@@ -92,7 +92,7 @@ def curve(folder: str, args, setup_seconds: float) -> dict:
     }
 
 
-def main():
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="+", help="class-conditional pixel or latent diffusion output folders with checkpoint-N folders")
     parser.add_argument("--target", type=float, default=0.9, help="oracle attribute accuracy to reach (default 0.9)")
@@ -106,7 +106,7 @@ def main():
     )
     parser.add_argument("--full_curve", action="store_true", help="read every checkpoint, not only up to the first that reaches --target")
     parser.add_argument("--output", default=None, help="write the table as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     setup = args.setup_seconds or [0.0] * len(args.folders)
     if len(setup) != len(args.folders):
         parser.error(f"--setup_seconds has {len(setup)} values for {len(args.folders)} folders: give one per folder")
@@ -114,9 +114,11 @@ def main():
     for row in rows:
         time = f"{row['seconds_to_target']:.0f} s" if row["seconds_to_target"] is not None else f"> {row['seconds_to_target_at_least']:.0f} s"
         print(f"{row['pipeline']} ({row['folder']}): {args.target:.0%} attribute accuracy after {time}")
+    report = {"target": args.target, "samples_per_class": args.samples_per_class, "seed": args.seed, "runs": rows}
     if args.output:
         with open(args.output, "w") as f:
-            json.dump({"target": args.target, "samples_per_class": args.samples_per_class, "seed": args.seed, "runs": rows}, f, indent=1)
+            json.dump(report, f, indent=1)
+    return report
 
 
 if __name__ == "__main__":
