@@ -459,3 +459,27 @@ python benchmarks/data_path.py rss --num_images 10000 200000 --output "$out/data
 python benchmarks/data_path.py rss --script latent_diffusion --vae "$out/shapes-kl-f4-cpu" --num_images 10000 100000 \
     --output "$out/data-path-rss-latent-zen4.json"
 python benchmarks/data_path.py throughput --output "$out/data-path-throughput-zen4.json"
+
+# 19. (AMD EPYC, Zen 4, AVX-512 BF16) class-conditional latent diffusion on section 11b's first stage and on an MNIST
+# KL-f4 first stage; then latent against pixel diffusion on the same class-conditional shapes task: every checkpoint of
+# both runs read by the oracle, a checkpoint's time its step times the run's seconds per step
+ldm_class="python training_scripts/train_latent_diffusion.py --conditioning class --unet_preset tiny --mixed_precision auto \
+    --learning_rate 5e-4 --lr_warmup_steps 300 --checkpoints_total_limit 100"
+$ldm_class --vae "$out/shapes-kl-f4-cpu" --num_generated 1000 --validation_steps 1000 --checkpointing_steps 500 \
+    --max_train_steps 6000 --max_train_seconds 1500 --output_dir "$out/shapes-ldm-class-cpu"
+$ldm_class --vae "$out/shapes-kl-f4-cpu" --num_generated 1000 --validation_steps 2000 --checkpointing_steps 1000 \
+    --max_train_steps 20000 --max_train_seconds 1500 --output_dir "$out/shapes-ldm-class-20k-cpu"
+python benchmarks/diffusion_time_to_accuracy.py "$out/shapes-ldm-class-cpu" --full_curve --output "$out/latent-vs-pixel-latent-6k-curve.json"
+python benchmarks/diffusion_time_to_accuracy.py "$out/shapes-ldm-class-20k-cpu" --full_curve --setup_seconds 402 \
+    --output "$out/latent-vs-pixel-latent-curve.json"
+python training_scripts/train_diffusion.py --class_conditional --max_train_steps 4500 --likelihood_timesteps 200 \
+    --mixed_precision auto --checkpointing_steps 500 --checkpoints_total_limit 100 --output_dir "$out/shapes-ddpm-zen4"
+python benchmarks/diffusion_time_to_accuracy.py "$out/shapes-ddpm-zen4" --full_curve --output "$out/latent-vs-pixel-pixel-curve.json"
+python training_scripts/train_autoencoder.py --model vae --latent_type spatial --latent_channels 4 --block_out_channels 16 32 64 \
+    --beta 0.001 --dataset_name "$data/mnist" --resolution 32 --num_channels 1 --train_batch_size 64 --max_train_steps 2500 \
+    --lr_warmup_steps 200 --iwae_samples 0 --mixed_precision auto --output_dir "$out/mnist-kl-f4-cpu"
+$ldm_class --vae "$out/mnist-kl-f4-cpu" --dataset_name "$data/mnist" --resolution 32 --num_channels 1 --num_generated 1000 \
+    --fid_classifier "$out/mnist-classifier" --validation_steps 1000 --checkpointing_steps 1000 --max_train_steps 8000 \
+    --max_train_seconds 1200 --output_dir "$out/mnist-ldm-class-cpu"
+python benchmarks/class_grid.py "$out/shapes-ldm-class-20k-cpu" --class_names shapes --output "$out/shapes-ldm-class-20k-class-grid.png"
+python benchmarks/class_grid.py "$out/mnist-ldm-class-cpu" --output "$out/mnist-ldm-class-class-grid.png"
