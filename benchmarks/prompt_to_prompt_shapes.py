@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Word-swap edits on the shapes world, read by the oracle: prompt-to-prompt (Hertz et al. 2022) against the two
-baselines that need no method — the edited prompt from the same noise (naive) and SDEdit (Meng et al. 2022) from the
-source image — on a text-to-image folder of train_latent_diffusion.py.
+"""Word-swap edits on the shapes world, read by the oracle: prompt-to-prompt (Hertz et al. 2022) against the
+baselines that need no method — the edited prompt from the same noise (naive), SDEdit (Meng et al. 2022) from the
+source image, and inpainting of a box around the source's object with the edited prompt (`PromptToPromptPipeline.
+inpaint`, the box as a user would draw it: the object's pixels plus `--inpaint_margin`) — on a text-to-image folder of
+train_latent_diffusion.py.
 
 For each held-out one-object caption, one attribute word is swapped (colour, shape, size in turn: "a small red circle
 at the top" → "a small blue circle at the top"). A pair counts when the source image is valid with one object. Then:
@@ -19,6 +21,23 @@ import json
 ATTRIBUTES = ("color", "shape", "size")
 
 
+def object_box(image, margin: int):
+    """A (1, H, W) mask in {0, 1}: the bounding box of the image's lit pixels (the object on black), grown by `margin`
+    pixels on each side and clipped to the image; the whole image when nothing is lit."""
+    import torch
+
+    lit = image.amax(0) > 0.2  # (H, W)
+    mask = torch.zeros_like(lit, dtype=torch.float32)
+    if not lit.any():
+        return mask.fill_(1.0)[None]
+    rows, cols = lit.any(1).nonzero().flatten(), lit.any(0).nonzero().flatten()
+    height, width = lit.shape
+    top, bottom = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin + 1, height)
+    left, right = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, width)
+    mask[top:bottom, left:right] = 1.0
+    return mask[None]
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", help="a text-conditioned LatentDiffusionPipeline folder")
@@ -28,6 +47,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--cross_replace_steps", type=float, default=0.8)
     parser.add_argument("--self_replace_steps", type=float, default=0.4)
     parser.add_argument("--sdedit_strengths", type=float, nargs="*", default=[0.4, 0.6, 0.8])
+    parser.add_argument("--inpaint_margin", type=int, default=4, help="pixels added around the object's box for the inpainting baseline; negative: no inpainting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
@@ -57,7 +77,7 @@ def main(argv=None) -> dict:
     def read(image):  # (3, H, W) in [0, 1] → the oracle's reading
         return oracle.read_batch((image[None].float() * 2 - 1).clamp(-1, 1))[0]
 
-    methods = {"prompt_to_prompt": [], "naive": [], **{f"sdedit_{s}": [] for s in args.sdedit_strengths}}
+    methods = {"prompt_to_prompt": [], "naive": [], **{f"sdedit_{s}": [] for s in args.sdedit_strengths}, **({"inpaint": []} if args.inpaint_margin >= 0 else {})}
     for i, (source, target, attribute, value) in enumerate(pairs):
         generator = torch.Generator().manual_seed(args.seed + i)
         latents = torch.randn((1, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size), generator=generator)
@@ -68,6 +88,8 @@ def main(argv=None) -> dict:
         outputs = {"prompt_to_prompt": edit[1], "naive": naive}
         for strength in args.sdedit_strengths:
             outputs[f"sdedit_{strength}"] = pipe.sdedit(source_image[None], target, strength=strength, generator=torch.Generator().manual_seed(i), **common).images[0]
+        if args.inpaint_margin >= 0:
+            outputs["inpaint"] = pipe.inpaint(source_image[None], object_box(source_image, args.inpaint_margin)[None], target, generator=torch.Generator().manual_seed(i), **common).images[0]
         source_reading = read(source_image)
         for name, image in outputs.items():
             methods[name].append((source_reading, read(image), attribute, value))

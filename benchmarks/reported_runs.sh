@@ -398,7 +398,7 @@ python training_scripts/make_edit_dataset.py --source prompt_to_prompt --text_to
 python training_scripts/train_instruct_pix2pix.py --pretrained_model_name_or_path "$out/shapes-ldm-text-cpu" \
     --dataset_name "$out/shapes-edits-p2p" --train_batch_size 32 --learning_rate 5e-4 --max_train_steps 3000 --max_train_seconds 1200 \
     --validation_steps 1000 --checkpointing_steps 1000 --num_eval_edits 0 --mixed_precision auto --output_dir "$out/shapes-ip2p-p2p"
-# prompt-to-prompt on it: word swaps, the figure, the cost, sampling speed against the stock pipeline, real images
+# prompt-to-prompt on it: word swaps (with the inpainting baseline, --inpaint_margin 4 by default), the figure, the cost, sampling speed against the stock pipeline, real images
 python benchmarks/prompt_to_prompt_shapes.py "$out/shapes-ldm-text-cpu" --num_pairs 150 --sdedit_strengths 0.5 0.8 \
     --output "$out/shapes-ldm-text-cpu-bf16-prompt-to-prompt.json"
 python benchmarks/prompt_to_prompt_figure.py "$out/shapes-ldm-text-cpu" --output docs/results/shapes-ldm-text-cpu-p2p-examples.png

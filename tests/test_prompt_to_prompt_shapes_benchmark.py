@@ -1,0 +1,24 @@
+"""benchmarks/prompt_to_prompt_shapes.py's inpainting baseline: the mask is the box around the source's object, grown
+by the margin and clipped to the image, as a user would draw it."""
+
+import torch
+
+from scripts import load_script
+
+bench = load_script("prompt_to_prompt_shapes", folder="benchmarks")
+
+
+def test_object_box_is_the_grown_bounding_box_clipped_to_the_image():
+    image = torch.zeros(3, 32, 32)
+    image[1, 10:14, 20:25] = 1.0  # a green 4×5 object
+    mask = bench.object_box(image, margin=2)
+    expected = torch.zeros(1, 32, 32)
+    expected[0, 8:16, 18:27] = 1.0
+    assert torch.equal(mask, expected)
+    image[1, 0:3, 29:32] = 1.0  # a second lit patch at the corner: the box spans both and stops at the border
+    grown = bench.object_box(image, margin=4)
+    assert grown[0, 0, 31] == 1 and grown[0, 17, 16] == 1 and grown[0, 18, 16] == 0 and grown[0, 0, 15] == 0
+
+
+def test_a_black_image_is_repainted_whole():
+    assert torch.equal(bench.object_box(torch.zeros(3, 8, 8), margin=1), torch.ones(1, 8, 8))
