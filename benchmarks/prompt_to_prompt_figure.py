@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """A picture of word-swap edits on the shapes world: for the first pairs that benchmarks/prompt_to_prompt_shapes.py
 measures (the same held-out captions, swaps and noise), one row each: the source image, the prompt-to-prompt edit,
-the edited prompt from the same noise, and SDEdit of the source; the two captions beside it.
+the edited prompt from the same noise, SDEdit of the source, and the cross-attention maps (averaged over heads, layers
+and steps, brighter = more attention) of the swapped word while generating the source, and of its replacement while generating the edited prompt from the
+same noise;
+the two captions beside it.
 
     python benchmarks/prompt_to_prompt_figure.py shapes-ldm-text-cpu --output docs/results/shapes-ldm-text-cpu-p2p-examples.png
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 ATTRIBUTES = ("color", "shape", "size")  # as prompt_to_prompt_shapes.py: colour, shape, size in turn
-COLUMNS = ("source", "prompt-to-prompt", "edited prompt", "SDEdit")  # the edited prompt: from the same noise
+COLUMNS = ("source", "prompt-to-prompt", "edited prompt", "SDEdit", "map: old word", "map: new word")  # the edited prompt: from the same noise
 
 
 def edit_pairs(num_pairs: int, resolution: int, seed: int):
@@ -32,6 +35,23 @@ def edit_pairs(num_pairs: int, resolution: int, seed: int):
         edited = {**obj, attribute: value, "angle": 0 if attribute == "shape" else obj["angle"]}
         pairs.append((scene_caption([obj], resolution), scene_caption([edited], resolution)))
     return pairs
+
+
+def swapped_words(source: str, target: str) -> tuple[str, str]:
+    """The word of `source` a swap replaced, and its replacement (the captions differ in one word)."""
+    changed = [(a, b) for a, b in zip(source.split(), target.split()) if a != b]
+    if len(changed) != 1 or len(source.split()) != len(target.split()):
+        raise ValueError(f"{source!r} → {target!r} is not a one-word swap")
+    return changed[0]
+
+
+def map_image(maps):
+    """The maps of one word's tokens (N, h, w), averaged and normalised by their maximum, as a grey PIL image."""
+    import numpy as np
+    from PIL import Image
+
+    average = maps.mean(0)
+    return Image.fromarray((255 * average / max(float(average.max()), 1e-12)).astype(np.uint8))
 
 
 def main(argv=None):
@@ -66,7 +86,10 @@ def main(argv=None):
         naive = super(PromptToPromptPipeline, pipe).__call__(target, latents=latents, **common).images[0]
         sdedit = pipe.sdedit(edit[0], target, strength=args.sdedit_strength,
                              generator=torch.Generator().manual_seed(i), **common).images[0]
-        rows.append((source, target, [edit[0], edit[1], naive, sdedit]))
+        old_word, new_word = swapped_words(source, target)
+        maps = [map_image(pipe.attention_maps(prompt, words=[word], latents=latents, num_inference_steps=args.num_inference_steps,
+                                              guidance_scale=args.guidance_scale).maps) for prompt, word in ((source, old_word), (target, new_word))]
+        rows.append((source, target, [edit[0], edit[1], naive, sdedit, *maps]))
 
     try:
         font = ImageFont.load_default(size=14)

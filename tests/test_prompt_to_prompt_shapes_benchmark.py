@@ -22,3 +22,18 @@ def test_object_box_is_the_grown_bounding_box_clipped_to_the_image():
 
 def test_a_black_image_is_repainted_whole():
     assert torch.equal(bench.object_box(torch.zeros(3, 8, 8), margin=1), torch.ones(1, 8, 8))
+
+
+def test_figure_names_the_swapped_words_and_draws_their_maps():
+    import numpy as np
+
+    figure = load_script("prompt_to_prompt_figure", folder="benchmarks")
+    assert figure.swapped_words("a small red circle at the top", "a small blue circle at the top") == ("red", "blue")
+    import pytest
+
+    with pytest.raises(ValueError, match="is not a one-word swap"):
+        figure.swapped_words("a red circle", "a large red circle")
+    maps = np.zeros((2, 4, 4), dtype=np.float32)
+    maps[0, 1, 2] = 2.0  # two tokens of one word: averaged, then the brightest pixel is white
+    image = np.asarray(figure.map_image(maps))
+    assert image.shape == (4, 4) and image[1, 2] == 255 and image.sum() == 255
