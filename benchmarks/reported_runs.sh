@@ -401,6 +401,8 @@ python training_scripts/train_instruct_pix2pix.py --pretrained_model_name_or_pat
 # prompt-to-prompt on it: word swaps (with the inpainting baseline, --inpaint_margin 4 by default), the figure, the cost, sampling speed against the stock pipeline, real images
 python benchmarks/prompt_to_prompt_shapes.py "$out/shapes-ldm-text-cpu" --num_pairs 150 --sdedit_strengths 0.5 0.8 \
     --output "$out/shapes-ldm-text-cpu-bf16-prompt-to-prompt.json"
+python benchmarks/prompt_to_prompt_shapes.py "$out/shapes-ldm-text-cpu" --num_pairs 1 --sdedit_strengths --inpaint_margin -1 \
+    --refine_pairs 100 --output "$out/shapes-ldm-text-cpu-bf16-refine.json"     # added words (refine) only
 python benchmarks/prompt_to_prompt_figure.py "$out/shapes-ldm-text-cpu" --output docs/results/shapes-ldm-text-cpu-p2p-examples.png
 python benchmarks/bench_prompt_to_prompt_cost.py "$out/shapes-ldm-text-cpu" --num_inference_steps 50 --rounds 5 \
     --output "$out/bench_prompt_to_prompt_cost.json"
