@@ -268,10 +268,9 @@ def main(argv=None) -> dict:
         report["shapes"] = run_shapes(args)
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["cpu_seconds"] = round(time.process_time() - cpu_start, 1)  # below the wall time on a machine busy with other work
-    print(json.dumps(report, indent=1))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(report, f, indent=1)
+    from throughput import write_report
+
+    write_report(report, args.output, indent=1)
     return report
 
 

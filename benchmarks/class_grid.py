@@ -38,7 +38,7 @@ def main():
     parser.add_argument("--output", required=True, help="the PNG to write")
     args = parser.parse_args()
     pipe = load_pipeline(args.folder)
-    num_classes = pipe.unet.config.num_class_embeds - 1  # the last embedding is the null label ∅
+    num_classes = pipe.num_classes  # the null label ∅ excluded
     names = class_names(args.class_names, num_classes)
     rows = []
     for label in range(num_classes):  # the same generator seed per row: column j starts from the same noise in every row

@@ -31,7 +31,7 @@ def load_pipeline(folder: str):
     if name not in PIPELINES:
         raise ValueError(f"{folder} holds a {name}; this benchmark reads {' or '.join(PIPELINES)} folders")
     pipe = getattr(hf_genzoo, name).from_pretrained(folder)
-    if not pipe.unet.config.num_class_embeds:
+    if pipe.num_classes is None:
         raise ValueError(f"{folder}'s UNet is not class-conditional (num_class_embeds is None)")
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -59,8 +59,7 @@ def curve(folder: str, args, setup_seconds: float) -> dict:
         run = json.load(f)
     seconds_per_step = run["train_seconds"] / run["train_steps"]
     guidance_scale = run["guidance_scale"] if args.guidance_scale is None else args.guidance_scale
-    num_classes = pipe.unet.config.num_class_embeds - 1  # both pipelines keep the last embedding for the null label ∅
-    labels = [i % num_classes for i in range(args.samples_per_class * num_classes)]  # every class in turn
+    labels = [i % pipe.num_classes for i in range(args.samples_per_class * pipe.num_classes)]  # every class in turn
     steps = checkpoint_steps(folder)
     if not steps:
         raise ValueError(f"no checkpoint-N folders in {folder}")

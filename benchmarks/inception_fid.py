@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
-import json
 import os
 import time
 
@@ -164,10 +163,9 @@ def main(argv=None) -> dict:
         seconds=round(time.perf_counter() - start, 1),
         torch_threads=torch.get_num_threads(),
     )
-    print(json.dumps(report, indent=1))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(report, f, indent=1)
+    from throughput import write_report
+
+    write_report(report, args.output, indent=1)
     return report
 
 

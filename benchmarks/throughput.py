@@ -169,9 +169,9 @@ def time_steps(step: Callable[[torch.Tensor, int], None], x_0: torch.Tensor, ste
     }
 
 
-def write_report(result: dict, output: str | None) -> None:
+def write_report(result: dict, output: str | None, indent: int = 2) -> None:
     """Print a benchmark's result as JSON and, given a path, write it there too."""
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=indent))
     if output:
         with open(output, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump(result, f, indent=indent)
