@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """What attention control costs: the time of a prompt-to-prompt edit (source and edited prompt in one batch, the
 controller installed) against plain generation of the same two prompts with the UNet's default processors, same
-steps, same process (rounds alternate, medians); and the memory an `AttentionStore` holds at 64 × 64 latents.
+steps, same process (rounds alternate, medians); and the memory an `AttentionStore` holds at 64 × 64 latents for
+the edit's two prompts (the store keeps each prompt's maps, so it grows with the number of prompts).
 
     python benchmarks/bench_prompt_to_prompt_cost.py shapes-ldm-text --num_inference_steps 50 --rounds 5
 
@@ -84,7 +85,7 @@ def main(argv=None) -> dict:
         original = dict(plain.unet.attn_processors)
         try:
             layers = register_attention_control(plain.unet, store, resolutions=resolutions, latent_shape=side)
-            plain([args.source], height=size, width=size, num_inference_steps=2, guidance_scale=args.guidance_scale,
+            plain(prompts, height=size, width=size, num_inference_steps=2, guidance_scale=args.guidance_scale,
                   generator=torch.Generator().manual_seed(0), output_type="latent",
                   callback_on_step_end=store.step_callback)
         finally:
@@ -100,6 +101,7 @@ def main(argv=None) -> dict:
         "edit_over_plain": edit_s / plain_s,
         "times": times,
         "attention_store_latent_side": side,
+        "attention_store_prompts": len(prompts),
         "attention_store_memory": memory,
     }
     write_report(report, args.output)

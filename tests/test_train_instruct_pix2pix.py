@@ -1,7 +1,7 @@
 """training_scripts/train_instruct_pix2pix.py on a tiny text-to-image folder and a small shapes-edits world: the saved
 folder in InstructPix2PixPipeline and diffusers' StableDiffusionInstructPix2PixPipeline, the widened UNet's step 0,
-the cached latents against encode_edit_pair, the conditioning-dropout probabilities, the joint flip, exact resume, and
-the errors; hf_genzoo.metrics.editing on exact and unedited outputs."""
+the cached latents against encode_edit_pair, the conditioning-dropout probabilities, the joint flip and crop, exact
+resume, a stock Stable Diffusion base pushed to the Hub, and the errors; hf_genzoo.metrics.editing on exact and unedited outputs."""
 
 import json
 import shutil
@@ -10,6 +10,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from diffusers import StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
 from safetensors.torch import load_file
 
@@ -85,6 +86,66 @@ def test_a_run_saves_an_editor_that_ours_and_the_stock_pipeline_load(tmp_path, t
     np.testing.assert_array_equal(images[0], images[1])
     card = (out / "README.md").read_text()
     assert "InstructPix2PixPipeline" in card and "train_instruct_pix2pix.py" in card
+
+
+def test_a_stock_stable_diffusion_folder_trains_and_the_editor_is_pushed_to_the_hub(tmp_path, hub, hub_cache):
+    """The base may be diffusers' own Stable Diffusion folder (AutoencoderKL, DDIMScheduler, a safety_checker entry of
+    None); --push_to_hub uploads the editor without checkpoints, and both pipelines load it from the Hub."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    from tiny_components import tiny_text_to_image_components
+
+    base = tmp_path / "stable-diffusion"
+    StableDiffusionPipeline(**tiny_text_to_image_components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False).save_pretrained(base)
+    out, repo = tmp_path / "ip2p", "genzoo-tests/shapes-instruct-pix2pix"
+    run(*tiny_args(base, out, tmp_path / "cache", "--max_train_steps", "2", "--validation_steps", "100", "--num_eval_edits", "0",
+                   "--push_to_hub", "--hub_model_id", repo))
+    files = set(hub.list_files(repo))
+    assert {"model_index.json", "README.md", "samples.png", "metrics.json", "unet/diffusion_pytorch_model.safetensors",
+            "vae/diffusion_pytorch_model.safetensors", "tokenizer/tokenizer.json"} <= files
+    assert not any(f.startswith(("checkpoint-", "validation/", "logs/")) for f in files)
+    pipe = InstructPix2PixPipeline.from_pretrained(repo)
+    assert isinstance(pipe.vae, AutoencoderKL) and pipe.unet.config.in_channels == 8
+    stock = StableDiffusionInstructPix2PixPipeline.from_pretrained(repo, safety_checker=None)
+    image = make_shapes_dataset(1, resolution=16, config="edits", seed=4)[0]["input_image"]
+    images = [
+        p("make it red", image, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+        for p in (pipe, stock)
+    ]
+    np.testing.assert_array_equal(images[0], images[1])
+
+
+def test_a_resolution_the_first_stage_cannot_take_is_refused(tmp_path, text_to_image):
+    with pytest.raises(ValueError, match="--resolution 15 is not a multiple of the first stage's downsampling factor 2"):
+        run(*tiny_args(text_to_image, tmp_path / "out", tmp_path / "cache", "--resolution", "15"))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_random_crop_is_one_draw_for_both_images_of_a_pair(tmp_path, text_to_image):
+    """--no-center_crop: each pair's input and edited image are cropped at the same seeded offset, the offsets vary
+    from pair to pair, and the cached latents are the first stage's encoding of those crops."""
+    from accelerate import PartialState
+
+    from hf_genzoo.data.latent_cache import gather_rows
+    from hf_genzoo.data.loading import preprocess_image
+
+    PartialState()
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray((rng.random((16, 40, 3)) * 255).astype(np.uint8)) for _ in range(6)]  # 16 high, 40 wide
+    folder = tmp_path / "pairs"
+    # the edited image is the input itself: a joint crop makes both latents equal, two crops would not
+    datasets.Dataset.from_dict({"input_image": images, "edit_prompt": ["make it red"] * 6, "edited_image": images}).save_to_disk(str(folder))
+    args = train.parse_args(tiny_args(text_to_image, tmp_path / "out", tmp_path / "cache", "--dataset_name", str(folder), "--no-center_crop", "--resolution", "16"))
+    vae = tiny_vae()
+    raw = train.load_triplets(args, "train", None)
+    rows = gather_rows(train.cached_triplets(args, raw, "train", vae, "tiny-vae"), list(range(6)), ["input_latent", "latent_mean"])
+    torch.testing.assert_close(rows["input_latent"], rows["latent_mean"], rtol=0, atol=0)
+    crops = torch.from_numpy(np.stack([preprocess_image(im, 16, 3, False, np.random.default_rng([args.seed, i]).random(2), False) for i, im in enumerate(images)]))
+    with torch.no_grad():
+        expected = vae.encode(crops).latent_dist.mode()
+    torch.testing.assert_close(rows["input_latent"], expected, rtol=0, atol=1e-5)
+    lefts = {int(np.random.default_rng([args.seed, i]).random(2)[0] * 25) for i in range(6)}
+    assert len(lefts) > 1  # not one offset for every pair
 
 
 def test_widened_unet_at_step_0_is_the_text_to_image_unet(text_to_image):
