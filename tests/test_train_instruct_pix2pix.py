@@ -58,6 +58,17 @@ def run(*argv):
     return train.main(train.parse_args(list(argv)))
 
 
+def assert_stock_pipeline_edits_alike(pipe, folder, instruction, seed):
+    """diffusers' StableDiffusionInstructPix2PixPipeline loads `folder` and edits a shapes-world image exactly as `pipe`."""
+    stock = StableDiffusionInstructPix2PixPipeline.from_pretrained(folder, safety_checker=None)
+    image = make_shapes_dataset(1, resolution=16, config="edits", seed=seed)[0]["input_image"]
+    images = [
+        p(instruction, image, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+        for p in (pipe, stock)
+    ]
+    np.testing.assert_array_equal(images[0], images[1])
+
+
 def test_a_run_saves_an_editor_that_ours_and_the_stock_pipeline_load(tmp_path, text_to_image):
     out = tmp_path / "ip2p"
     run(*tiny_args(text_to_image, out, tmp_path / "cache"))
@@ -77,13 +88,7 @@ def test_a_run_saves_an_editor_that_ours_and_the_stock_pipeline_load(tmp_path, t
     assert ids[0] != ids[1] and pipe.tokenizer.unk_token_id not in ids[0] + ids[1]
     assert pipe.text_encoder.get_input_embeddings().weight.shape[0] == len(pipe.tokenizer)
 
-    stock = StableDiffusionInstructPix2PixPipeline.from_pretrained(out, safety_checker=None)
-    image = make_shapes_dataset(1, resolution=16, config="edits", seed=3)[0]["input_image"]
-    images = [
-        p("make it bigger", image, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
-        for p in (pipe, stock)
-    ]
-    np.testing.assert_array_equal(images[0], images[1])
+    assert_stock_pipeline_edits_alike(pipe, out, "make it bigger", seed=3)
     card = (out / "README.md").read_text()
     assert "InstructPix2PixPipeline" in card and "train_instruct_pix2pix.py" in card
 
@@ -106,13 +111,7 @@ def test_a_stock_stable_diffusion_folder_trains_and_the_editor_is_pushed_to_the_
     assert not any(f.startswith(("checkpoint-", "validation/", "logs/")) for f in files)
     pipe = InstructPix2PixPipeline.from_pretrained(repo)
     assert isinstance(pipe.vae, AutoencoderKL) and pipe.unet.config.in_channels == 8
-    stock = StableDiffusionInstructPix2PixPipeline.from_pretrained(repo, safety_checker=None)
-    image = make_shapes_dataset(1, resolution=16, config="edits", seed=4)[0]["input_image"]
-    images = [
-        p("make it red", image, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
-        for p in (pipe, stock)
-    ]
-    np.testing.assert_array_equal(images[0], images[1])
+    assert_stock_pipeline_edits_alike(pipe, repo, "make it red", seed=4)
 
 
 def test_a_resolution_the_first_stage_cannot_take_is_refused(tmp_path, text_to_image):
