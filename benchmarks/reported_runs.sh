@@ -506,3 +506,19 @@ python benchmarks/prompt_to_prompt_shapes.py "$out/shapes64-ldm-text-cpu" --num_
 python training_scripts/train_instruct_pix2pix.py --pretrained_model_name_or_path "$out/shapes-ldm-text-cpu" --dataset_name shapes \
     --max_train_samples 10000 --learning_rate 5e-4 --max_train_steps 6000 --max_train_seconds 1500 \
     --validation_steps 2000 --checkpointing_steps 2000 --num_eval_edits 500 --mixed_precision auto --output_dir "$out/shapes-ip2p-exact-6k"
+
+# 22. the exact-triplet editor of section 11b trained 8× as long on 5× the triplets (2 AMD EPYC (Zen 5, AVX-512 BF16)
+# cores, 3,851 s; the text-to-image folder of section 11b rebuilt there by its two commands gave the same metrics.json to
+# the last digit), then against prompt-to-prompt with null-text inversion (by caption) on the first 100 of the same
+# held-out edits, and at other guidance scales
+python training_scripts/train_instruct_pix2pix.py --pretrained_model_name_or_path "$out/shapes-ldm-text-cpu" --dataset_name shapes \
+    --max_train_samples 50000 --learning_rate 5e-4 --max_train_steps 24000 --max_train_seconds 3900 \
+    --validation_steps 5000 --checkpointing_steps 5000 --num_eval_edits 500 --mixed_precision auto --output_dir "$out/shapes-ip2p-exact-24k"
+python benchmarks/instruct_pix2pix_shapes.py --editors exact-24k="$out/shapes-ip2p-exact-24k" \
+    --text_to_image "$out/shapes-ldm-text-cpu" --num_edits 500 --num_baseline_edits 100 --baseline_inversion null_text \
+    --output "$out/ip2p-shapes-24k-null-text.json" --grid_output docs/results/ip2p-guidance-grid-24k.png \
+    --examples_output docs/results/ip2p-examples-24k.png
+for g in "3 2" "5 2" "7.5 2.5"; do set -- $g
+    python benchmarks/instruct_pix2pix_shapes.py --editors exact-24k="$out/shapes-ip2p-exact-24k" \
+        --num_edits 500 --guidance_scale "$1" --image_guidance_scale "$2" --output "$out/ip2p-shapes-24k-sT$1-sI$2.json"
+done
