@@ -518,7 +518,7 @@ python benchmarks/instruct_pix2pix_shapes.py --editors exact-24k="$out/shapes-ip
     --text_to_image "$out/shapes-ldm-text-cpu" --num_edits 500 --num_baseline_edits 100 --baseline_inversion null_text \
     --output "$out/ip2p-shapes-24k-null-text.json" --grid_output docs/results/ip2p-guidance-grid-24k.png \
     --examples_output docs/results/ip2p-examples-24k.png
-for g in "3 2" "5 2" "7.5 2.5"; do set -- $g
+for g in "3 2" "5 2" "7.5 2.5" "3 3" "2 2"; do set -- $g
     python benchmarks/instruct_pix2pix_shapes.py --editors exact-24k="$out/shapes-ip2p-exact-24k" \
         --num_edits 500 --guidance_scale "$1" --image_guidance_scale "$2" --output "$out/ip2p-shapes-24k-sT$1-sI$2.json"
 done
